@@ -1,0 +1,372 @@
+//! Producing a new message from a parsed one plus a list of edits, without re-parsing.
+//!
+//! Edits address the original message by the slices its accessors return (every slice
+//! of a [`Message`] knows its position, see [`Message::range_of`]), so a caller reads a
+//! Via or a URI with the accessors and changes it in place. [`Editor::finish`] copies
+//! the unchanged stretches and the new text into an output buffer in one pass, and sets
+//! Content-Length to the length of the body it wrote. The editor and the output buffer
+//! keep their capacity between messages, so steady-state editing does not allocate.
+//!
+//! New text is checked for CR, LF and NUL: an edit can never smuggle a header line or
+//! end the headers early.
+
+use std::ops::Range;
+
+use thiserror::Error;
+
+use crate::chars::is_token;
+use crate::message::{Message, split_list};
+use crate::name::HeaderName;
+use crate::params::Params;
+
+/// Why an edit was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum EditError {
+    /// The slice given is not part of the message being edited.
+    #[error("slice is not part of the message")]
+    NotInMessage,
+    /// Two edits change overlapping bytes.
+    #[error("edits overlap")]
+    Overlap,
+    /// New text holds CR, LF or NUL.
+    #[error("new text holds CR, LF or NUL")]
+    BadText,
+    /// A header name is not a token.
+    #[error("invalid header name")]
+    BadHeaderName,
+    /// The header or Via to change does not exist.
+    #[error("no such header")]
+    NoSuchHeader,
+    /// The start line has no Request-URI (the message is a response).
+    #[error("not a request")]
+    NotARequest,
+}
+
+/// Where [`Editor::insert_header`] puts a new header field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// Before every other header field.
+    First,
+    /// After every other header field.
+    Last,
+    /// Before the header field at this index.
+    Before(usize),
+    /// After the header field at this index.
+    After(usize),
+}
+
+/// One change: replace `range` of the original by `text` of the editor's buffer.
+#[derive(Debug, Clone)]
+struct Edit {
+    range: Range<usize>,
+    text: Range<usize>,
+    /// Order of creation, so that insertions at the same point keep their order.
+    seq: usize,
+}
+
+/// Collects edits for one message at a time; reuse it across messages.
+#[derive(Debug, Default)]
+pub struct Editor {
+    edits: Vec<Edit>,
+    /// The new text of every edit, back to back.
+    text: Vec<u8>,
+    /// A replacement body, as a range of `text`.
+    body: Option<Range<usize>>,
+}
+
+fn check_text(text: &[u8]) -> Result<(), EditError> {
+    if memchr::memchr3(b'\r', b'\n', 0, text).is_some() {
+        Err(EditError::BadText)
+    } else {
+        Ok(())
+    }
+}
+
+impl Editor {
+    /// An empty editor.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets all edits, keeping the buffers' capacity.
+    pub fn clear(&mut self) {
+        self.edits.clear();
+        self.text.clear();
+        self.body = None;
+    }
+
+    /// True if no edit is pending.
+    pub fn is_empty(&self) -> bool {
+        self.edits.is_empty() && self.body.is_none()
+    }
+
+    fn push(&mut self, range: Range<usize>, parts: &[&[u8]]) {
+        let start = self.text.len();
+        for part in parts {
+            self.text.extend_from_slice(part);
+        }
+        let seq = self.edits.len();
+        self.edits.push(Edit {
+            range,
+            text: start..self.text.len(),
+            seq,
+        });
+    }
+
+    fn range(msg: &Message<'_>, piece: &[u8]) -> Result<Range<usize>, EditError> {
+        msg.range_of(piece).ok_or(EditError::NotInMessage)
+    }
+
+    /// Replaces `piece`, a slice of `msg`, by `text`.
+    pub fn replace(
+        &mut self,
+        msg: &Message<'_>,
+        piece: &[u8],
+        text: &[u8],
+    ) -> Result<(), EditError> {
+        check_text(text)?;
+        let range = Self::range(msg, piece)?;
+        self.push(range, &[text]);
+        Ok(())
+    }
+
+    /// Inserts `text` just before `piece`.
+    pub fn insert_before(
+        &mut self,
+        msg: &Message<'_>,
+        piece: &[u8],
+        text: &[u8],
+    ) -> Result<(), EditError> {
+        check_text(text)?;
+        let at = Self::range(msg, piece)?.start;
+        self.push(at..at, &[text]);
+        Ok(())
+    }
+
+    /// Inserts `text` just after `piece`.
+    pub fn insert_after(
+        &mut self,
+        msg: &Message<'_>,
+        piece: &[u8],
+        text: &[u8],
+    ) -> Result<(), EditError> {
+        check_text(text)?;
+        let at = Self::range(msg, piece)?.end;
+        self.push(at..at, &[text]);
+        Ok(())
+    }
+
+    /// Replaces the Request-URI.
+    pub fn replace_request_uri(&mut self, msg: &Message<'_>, uri: &[u8]) -> Result<(), EditError> {
+        let line = msg.request_line().ok_or(EditError::NotARequest)?;
+        self.replace(msg, line.uri, uri)
+    }
+
+    /// Inserts a header field `name: value`.
+    pub fn insert_header(
+        &mut self,
+        msg: &Message<'_>,
+        position: Position,
+        name: &[u8],
+        value: &[u8],
+    ) -> Result<(), EditError> {
+        if name.is_empty() || !name.iter().all(|&b| is_token(b)) {
+            return Err(EditError::BadHeaderName);
+        }
+        check_text(value)?;
+        let at = match position {
+            Position::First => msg
+                .header_line_range(0)
+                .map_or(msg.head_end(), |line| line.start),
+            Position::Last => msg.head_end(),
+            Position::Before(index) => {
+                msg.header_line_range(index)
+                    .ok_or(EditError::NoSuchHeader)?
+                    .start
+            }
+            Position::After(index) => {
+                msg.header_line_range(index)
+                    .ok_or(EditError::NoSuchHeader)?
+                    .end
+            }
+        };
+        self.push(at..at, &[name, b": ", value, b"\r\n"]);
+        Ok(())
+    }
+
+    /// Removes the header field at `index`, folded lines included.
+    pub fn remove_header(&mut self, msg: &Message<'_>, index: usize) -> Result<(), EditError> {
+        let line = msg
+            .header_line_range(index)
+            .ok_or(EditError::NoSuchHeader)?;
+        self.push(line, &[]);
+        Ok(())
+    }
+
+    /// Replaces the whole value of the header field at `index`.
+    pub fn replace_header_value(
+        &mut self,
+        msg: &Message<'_>,
+        index: usize,
+        value: &[u8],
+    ) -> Result<(), EditError> {
+        let header = msg.header_at(index).ok_or(EditError::NoSuchHeader)?;
+        self.replace(msg, header.value, value)
+    }
+
+    /// Adds a Via on top of the others (a proxy forwarding a request, RFC 3261 §16.6
+    /// step 8). `value` is the entry, such as `SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK…`.
+    pub fn push_via(&mut self, msg: &Message<'_>, value: &[u8]) -> Result<(), EditError> {
+        let position = match msg.header(HeaderName::Via) {
+            Some(via) => Position::Before(via.index),
+            None => Position::First,
+        };
+        self.insert_header(msg, position, b"Via", value)
+    }
+
+    /// Removes the topmost Via entry (a proxy forwarding a response, RFC 3261 §16.7
+    /// step 3): the whole header field if it has one entry, else the first entry and
+    /// its comma.
+    pub fn pop_via(&mut self, msg: &Message<'_>) -> Result<(), EditError> {
+        let via = msg.header(HeaderName::Via).ok_or(EditError::NoSuchHeader)?;
+        let mut entries = split_list(via.value);
+        let first = entries.next().ok_or(EditError::NoSuchHeader)?;
+        match entries.next() {
+            None => self.remove_header(msg, via.index),
+            Some(second) => {
+                let start = Self::range(msg, first)?.start;
+                let end = Self::range(msg, second)?.start;
+                self.push(start..end, &[]);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sets parameter `name` in `params` (a parameter list read from `msg`): replaces it
+    /// if present, else appends it. `value` `None` writes a parameter without value.
+    pub fn set_param(
+        &mut self,
+        msg: &Message<'_>,
+        params: Params<'_>,
+        name: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), EditError> {
+        if name.is_empty() || !name.iter().all(|&b| is_token(b)) {
+            return Err(EditError::BadText);
+        }
+        if let Some(value) = value {
+            check_text(value)?;
+        }
+        let (eq, value_text): (&[u8], &[u8]) = match value {
+            Some(value) => (b"=", value),
+            None => (b"", b""),
+        };
+        match params.find(name) {
+            Some(param) => {
+                let range = Self::range(msg, param.raw)?;
+                self.push(range, &[name, eq, value_text]);
+            }
+            None => {
+                let at = Self::range(msg, params.as_bytes())?.end;
+                self.push(at..at, &[b";", name, eq, value_text]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes parameter `name` from `params`, with its `;`. Does nothing if absent.
+    pub fn remove_param(
+        &mut self,
+        msg: &Message<'_>,
+        params: Params<'_>,
+        name: &[u8],
+    ) -> Result<(), EditError> {
+        let Some(param) = params.find(name) else {
+            return Ok(());
+        };
+        let all = Self::range(msg, params.as_bytes())?;
+        let own = Self::range(msg, param.raw)?;
+        // Walk back from the parameter to its ';' (white space may sit between them).
+        let bytes = msg.as_bytes();
+        let separator = bytes[all.start..own.start]
+            .iter()
+            .rposition(|&b| b == b';')
+            .map_or(own.start, |i| all.start + i);
+        self.push(separator..own.end, &[]);
+        Ok(())
+    }
+
+    /// Replaces the body; Content-Length follows.
+    pub fn set_body(&mut self, body: &[u8]) {
+        let start = self.text.len();
+        self.text.extend_from_slice(body);
+        self.body = Some(start..self.text.len());
+    }
+
+    /// Writes the edited message into `out` (cleared first). Content-Length is set to
+    /// the length of the body written, and added if the message had none; edits must
+    /// not touch the Content-Length header themselves.
+    pub fn finish(&mut self, msg: &Message<'_>, out: &mut Vec<u8>) -> Result<(), EditError> {
+        let bytes = msg.as_bytes();
+        let body = msg.body();
+        let body_range = Self::range(msg, body)?;
+        let body_len = self.body.as_ref().map_or(body.len(), |range| range.len());
+        if let Some(text) = self.body.clone() {
+            let seq = self.edits.len();
+            self.edits.push(Edit {
+                range: body_range,
+                text,
+                seq,
+            });
+        }
+        let mut digits = itoa_buffer();
+        let length = format_usize(body_len, &mut digits);
+        match msg.header(HeaderName::ContentLength) {
+            Some(header) if header.value != length => {
+                let range = Self::range(msg, header.value)?;
+                self.push(range, &[length]);
+            }
+            Some(_) => {}
+            None => {
+                let at = msg.head_end();
+                self.push(at..at, &[b"Content-Length: ", length, b"\r\n"]);
+            }
+        }
+        self.edits
+            .sort_unstable_by_key(|edit| (edit.range.start, edit.range.end, edit.seq));
+        let mut previous_end = 0;
+        for edit in &self.edits {
+            if edit.range.start < previous_end {
+                return Err(EditError::Overlap);
+            }
+            previous_end = edit.range.end;
+        }
+        out.clear();
+        let mut cursor = 0;
+        for edit in &self.edits {
+            out.extend_from_slice(&bytes[cursor..edit.range.start]);
+            out.extend_from_slice(&self.text[edit.text.clone()]);
+            cursor = edit.range.end;
+        }
+        out.extend_from_slice(&bytes[cursor..]);
+        Ok(())
+    }
+}
+
+fn itoa_buffer() -> [u8; 20] {
+    [0; 20]
+}
+
+/// Formats `n` in decimal into `buf` without allocating; returns the digits.
+fn format_usize(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}

@@ -1,0 +1,652 @@
+//! Splitting a message into start line, header fields and body, without copying.
+//!
+//! [`Message::parse`] makes one pass over the head of the message: it checks the start
+//! line, records each header field as offsets into the input, recognises the header
+//! names that sipwall cares about, and frames the body by Content-Length. Nothing inside
+//! a header value is parsed here; the typed accessors in [`crate::fields`] do that on
+//! demand. No allocation happens for messages within [`Limits::INLINE_HEADERS`] header
+//! fields.
+
+use std::ops::Range;
+
+use crate::Limits;
+use crate::chars::{is_token, parse_u64, trim_lws};
+use crate::error::ParseError;
+use crate::name::{HEADER_NAME_COUNT, HeaderName, Method};
+
+/// How the message arrived, which decides how its end is found (RFC 3261 §18.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// One UDP datagram: Content-Length is optional (the body is the rest of the
+    /// datagram), and octets after the announced body are ignored.
+    Datagram,
+    /// A message cut out of a TCP or TLS stream by [`crate::frame_stream`]:
+    /// Content-Length is mandatory.
+    Stream,
+}
+
+/// The request line of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLine<'a> {
+    /// The method.
+    pub method: Method<'a>,
+    /// The Request-URI, unparsed; [`Message::request_uri`] parses it.
+    pub uri: &'a [u8],
+    /// The protocol version, such as `SIP/2.0` (checked for 2.0 by sanity, not here).
+    pub version: &'a [u8],
+}
+
+/// The status line of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusLine<'a> {
+    /// The protocol version, such as `SIP/2.0`.
+    pub version: &'a [u8],
+    /// The status code, 100 to 699.
+    pub code: u16,
+    /// The reason phrase, possibly empty.
+    pub reason: &'a [u8],
+}
+
+/// The first line of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartLine<'a> {
+    /// A request.
+    Request(RequestLine<'a>),
+    /// A response.
+    Response(StatusLine<'a>),
+}
+
+/// One header field as offsets into the message. 16 bytes, so that 64 of them fit in
+/// one kilobyte on the stack.
+#[derive(Debug, Clone, Copy)]
+struct RawHeader {
+    name_start: u32,
+    value_start: u32,
+    value_end: u32,
+    name_len: u16,
+    name: HeaderName,
+}
+
+const EMPTY_HEADER: RawHeader = RawHeader {
+    name_start: 0,
+    value_start: 0,
+    value_end: 0,
+    name_len: 0,
+    name: HeaderName::Other,
+};
+
+/// The header index: inline up to [`Limits::INLINE_HEADERS`], on the heap beyond (only
+/// when the configured limit allows more).
+#[derive(Clone)]
+struct HeaderList {
+    inline: [RawHeader; Limits::INLINE_HEADERS],
+    len: usize,
+    spill: Vec<RawHeader>,
+}
+
+impl HeaderList {
+    fn new() -> Self {
+        HeaderList {
+            inline: [EMPTY_HEADER; Limits::INLINE_HEADERS],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, header: RawHeader) {
+        if self.len < Limits::INLINE_HEADERS {
+            self.inline[self.len] = header;
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline);
+            }
+            self.spill.push(header);
+        }
+        self.len += 1;
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[RawHeader] {
+        if self.len <= Limits::INLINE_HEADERS {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+}
+
+/// Marks "no header of this name" in [`Message::first_index`].
+const NONE: u16 = u16::MAX;
+
+/// A parsed SIP message that borrows the bytes it was parsed from.
+#[derive(Clone)]
+pub struct Message<'a> {
+    /// The message itself: from the start line to the end of the body. Leading CRLFs
+    /// and trailing datagram octets are not part of it.
+    buf: &'a [u8],
+    start_line: StartLine<'a>,
+    headers: HeaderList,
+    /// Index of the first header of each known name, so accessors find it in O(1).
+    first_index: [u16; HEADER_NAME_COUNT],
+    /// Where the body starts in `buf`; the body runs to the end of `buf`.
+    body_start: usize,
+    /// Offset of the empty line that ends the headers.
+    head_end: usize,
+    /// The Content-Length value, if the header is present.
+    content_length: Option<usize>,
+    /// The URI length limit, kept for accessors that parse URIs later.
+    pub(crate) max_uri_length: usize,
+}
+
+impl std::fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("start_line", &self.start_line)
+            .field("headers", &self.headers.len)
+            .field("body_len", &self.body().len())
+            .finish()
+    }
+}
+
+/// One header field of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// Position among the message's header fields, starting at 0.
+    pub index: usize,
+    /// The recognised name.
+    pub name: HeaderName,
+    /// The name as written on the wire.
+    pub raw_name: &'a [u8],
+    /// The value without leading and trailing white space. Folded lines stay inside
+    /// it as CR LF followed by white space, which every accessor treats as white space.
+    pub value: &'a [u8],
+}
+
+/// Returns true if `buf` holds nothing but line ends: a keep-alive (RFC 5626 §3.5.1 uses
+/// CRLF CRLF "pings" on every transport).
+pub fn is_keepalive(buf: &[u8]) -> bool {
+    !buf.is_empty() && buf.iter().all(|&b| b == b'\r' || b == b'\n')
+}
+
+impl<'a> Message<'a> {
+    /// Splits one message. For [`Framing::Datagram`] `input` is the whole datagram; for
+    /// [`Framing::Stream`] it is one message framed by [`crate::frame_stream`].
+    ///
+    /// Leading line ends are skipped (RFC 3261 §7.5).
+    pub fn parse(input: &'a [u8], framing: Framing, limits: &Limits) -> Result<Self, ParseError> {
+        let (mut message, body_start) = Self::parse_head(input, limits)?;
+        let buf = message.buf;
+        let available = buf.len() - body_start;
+        let end = match message.content_length {
+            Some(declared) if declared > available => {
+                return Err(ParseError::BodyTruncated {
+                    declared,
+                    available,
+                });
+            }
+            Some(declared) => body_start + declared,
+            None if framing == Framing::Stream => return Err(ParseError::MissingContentLength),
+            None => buf.len(),
+        };
+        message.buf = &buf[..end];
+        message.body_start = body_start;
+        Ok(message)
+    }
+
+    /// Splits the start line and headers; returns the message (whose `buf` still runs to
+    /// the end of `input`) and where the body starts.
+    pub(crate) fn parse_head(
+        input: &'a [u8],
+        limits: &Limits,
+    ) -> Result<(Self, usize), ParseError> {
+        // Offsets are kept as u32, so nothing larger can be indexed whatever the limit.
+        let limit = limits.max_message_size.min(u32::MAX as usize);
+        if input.len() > limit {
+            return Err(ParseError::MessageTooLarge {
+                size: input.len(),
+                limit,
+            });
+        }
+        let skipped = input
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .ok_or(ParseError::Empty)?;
+        let buf = &input[skipped..];
+        let mut parser = Splitter {
+            buf,
+            pos: 0,
+            limits,
+            head_end: 0,
+        };
+        let start_line = parser.start_line()?;
+        let mut message = Message {
+            buf,
+            start_line,
+            headers: HeaderList::new(),
+            first_index: [NONE; HEADER_NAME_COUNT],
+            body_start: 0,
+            head_end: 0,
+            content_length: None,
+            max_uri_length: limits.max_uri_length,
+        };
+        parser.headers(&mut message)?;
+        message.head_end = parser.head_end;
+        message.body_start = parser.pos;
+        Ok((message, parser.pos))
+    }
+
+    /// The bytes of the message, from the start line to the end of the body.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// The start line.
+    pub fn start_line(&self) -> &StartLine<'a> {
+        &self.start_line
+    }
+
+    /// True for requests.
+    pub fn is_request(&self) -> bool {
+        matches!(self.start_line, StartLine::Request(_))
+    }
+
+    /// The request line, for requests.
+    pub fn request_line(&self) -> Option<&RequestLine<'a>> {
+        match &self.start_line {
+            StartLine::Request(line) => Some(line),
+            StartLine::Response(_) => None,
+        }
+    }
+
+    /// The method of a request.
+    pub fn method(&self) -> Option<Method<'a>> {
+        self.request_line().map(|line| line.method)
+    }
+
+    /// The status code of a response.
+    pub fn status_code(&self) -> Option<u16> {
+        match &self.start_line {
+            StartLine::Response(line) => Some(line.code),
+            StartLine::Request(_) => None,
+        }
+    }
+
+    /// The body as framed by Content-Length (or the rest of the datagram without it).
+    pub fn body(&self) -> &'a [u8] {
+        &self.buf[self.body_start..]
+    }
+
+    /// The value of the Content-Length header, if present.
+    pub fn content_length(&self) -> Option<usize> {
+        self.content_length
+    }
+
+    /// Number of header fields.
+    pub fn header_count(&self) -> usize {
+        self.headers.len
+    }
+
+    fn view(&self, index: usize, raw: &RawHeader) -> Header<'a> {
+        let name_start = raw.name_start as usize;
+        Header {
+            index,
+            name: raw.name,
+            raw_name: &self.buf[name_start..name_start + raw.name_len as usize],
+            value: &self.buf[raw.value_start as usize..raw.value_end as usize],
+        }
+    }
+
+    /// The header field at `index`, in wire order.
+    pub fn header_at(&self, index: usize) -> Option<Header<'a>> {
+        self.headers
+            .as_slice()
+            .get(index)
+            .map(|raw| self.view(index, raw))
+    }
+
+    /// All header fields in wire order.
+    pub fn headers(&self) -> impl Iterator<Item = Header<'a>> + '_ {
+        self.headers
+            .as_slice()
+            .iter()
+            .enumerate()
+            .map(|(index, raw)| self.view(index, raw))
+    }
+
+    /// The first header field of a recognised name.
+    #[inline]
+    pub fn header(&self, name: HeaderName) -> Option<Header<'a>> {
+        let index = self.first_index[name as usize];
+        if index == NONE {
+            return None;
+        }
+        self.header_at(usize::from(index))
+    }
+
+    /// Every header field of a recognised name, in wire order.
+    pub fn headers_named(&self, name: HeaderName) -> impl Iterator<Item = Header<'a>> + '_ {
+        let first = self.first_index[name as usize];
+        let skip = if first == NONE {
+            self.headers.len
+        } else {
+            usize::from(first)
+        };
+        self.headers
+            .as_slice()
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .filter(move |(_, raw)| raw.name == name)
+            .map(|(index, raw)| self.view(index, raw))
+    }
+
+    /// Every header field whose name equals `name` case-insensitively (for headers that
+    /// [`HeaderName`] does not know).
+    pub fn headers_by_raw_name<'n>(
+        &'n self,
+        name: &'n [u8],
+    ) -> impl Iterator<Item = Header<'a>> + 'n {
+        let known = HeaderName::from_bytes(name);
+        self.headers().filter(move |header| {
+            if known != HeaderName::Other {
+                header.name == known
+            } else {
+                header.name == HeaderName::Other && header.raw_name.eq_ignore_ascii_case(name)
+            }
+        })
+    }
+
+    /// Every comma-separated entry of every header field of `name`, in wire order: for
+    /// Via, Contact, Route, Record-Route and Path, where one field may carry several.
+    /// Commas inside quoted strings and angle brackets do not split.
+    pub fn values(&self, name: HeaderName) -> impl Iterator<Item = HeaderValue<'a>> + '_ {
+        self.headers_named(name).flat_map(|header| {
+            split_list(header.value).map(move |value| HeaderValue {
+                header_index: header.index,
+                value,
+            })
+        })
+    }
+
+    /// Offset of the empty line that closes the headers (where a new header goes).
+    pub(crate) fn head_end(&self) -> usize {
+        self.head_end
+    }
+
+    /// The byte range of `piece` within the message, if `piece` is a slice of it (as every
+    /// slice returned by this crate's accessors is). The editor uses this to address
+    /// what it changes without the caller computing offsets.
+    pub fn range_of(&self, piece: &[u8]) -> Option<Range<usize>> {
+        let base = self.buf.as_ptr() as usize;
+        let start = (piece.as_ptr() as usize).checked_sub(base)?;
+        let end = start.checked_add(piece.len())?;
+        (end <= self.buf.len()).then_some(start..end)
+    }
+
+    /// Range of the whole line(s) of header `index`, from its name to after its line end.
+    pub(crate) fn header_line_range(&self, index: usize) -> Option<Range<usize>> {
+        let raw = self.headers.as_slice().get(index)?;
+        let start = raw.name_start as usize;
+        let after_value = raw.value_end as usize;
+        let newline = memchr::memchr(b'\n', &self.buf[after_value..])?;
+        Some(start..after_value + newline + 1)
+    }
+}
+
+/// One entry of a list-valued header field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderValue<'a> {
+    /// Index of the header field that carries it.
+    pub header_index: usize,
+    /// The entry, trimmed of white space.
+    pub value: &'a [u8],
+}
+
+/// Splits a header value on commas that are outside quoted strings and angle brackets.
+/// Entries are trimmed; empty entries are yielded (as empty slices at their position) so
+/// that validation can reject them.
+pub fn split_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(value);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        let mut in_quotes = false;
+        let mut in_angle = false;
+        let mut i = 0;
+        while i < current.len() {
+            match current[i] {
+                b'\\' if in_quotes => i += 1,
+                b'"' => in_quotes = !in_quotes,
+                b'<' if !in_quotes => in_angle = true,
+                b'>' if !in_quotes => in_angle = false,
+                b',' if !in_quotes && !in_angle => {
+                    rest = Some(&current[i + 1..]);
+                    return Some(trim_lws(&current[..i]));
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        rest = None;
+        Some(trim_lws(current))
+    })
+}
+
+/// The single pass over the head of a message.
+struct Splitter<'a, 'l> {
+    buf: &'a [u8],
+    pos: usize,
+    limits: &'l Limits,
+    /// Offset of the empty line that ends the headers, once found.
+    head_end: usize,
+}
+
+impl<'a> Splitter<'a, '_> {
+    /// Finds the end of the current line; returns (line end, next line start). The line
+    /// end excludes CR LF or LF; a CR that is not followed by LF is an error.
+    #[inline]
+    fn line_end(&self, from: usize) -> Result<(usize, usize), ParseError> {
+        let rest = &self.buf[from..];
+        let i = memchr::memchr2(b'\r', b'\n', rest).ok_or(ParseError::UnterminatedHeaders)?;
+        if rest[i] == b'\n' {
+            return Ok((from + i, from + i + 1));
+        }
+        if rest.get(i + 1) == Some(&b'\n') {
+            Ok((from + i, from + i + 2))
+        } else {
+            Err(ParseError::BareCarriageReturn { offset: from + i })
+        }
+    }
+
+    fn start_line(&mut self) -> Result<StartLine<'a>, ParseError> {
+        let (end, next) = self.line_end(0)?;
+        if end > self.limits.max_line_length {
+            return Err(ParseError::LineTooLong {
+                offset: 0,
+                limit: self.limits.max_line_length,
+            });
+        }
+        let line = &self.buf[..end];
+        self.pos = next;
+        if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+            self.status_line(line)
+        } else {
+            self.request_line(line)
+        }
+    }
+
+    fn request_line(&self, line: &'a [u8]) -> Result<StartLine<'a>, ParseError> {
+        let method_end = line
+            .iter()
+            .position(|&b| !is_token(b))
+            .ok_or(ParseError::BadMethod)?;
+        if method_end == 0 || line[method_end] != b' ' {
+            return Err(ParseError::BadMethod);
+        }
+        let method = &line[..method_end];
+        let rest = &line[method_end + 1..];
+        let uri_end = memchr::memchr(b' ', rest).ok_or(ParseError::BadVersion)?;
+        let uri = &rest[..uri_end];
+        if uri.len() > self.limits.max_uri_length {
+            return Err(ParseError::UriTooLong {
+                length: uri.len(),
+                limit: self.limits.max_uri_length,
+            });
+        }
+        // A URI starts with its scheme and holds no white space or control bytes; its
+        // full grammar is checked by sanity, which knows the scheme.
+        let plausible = uri.first().is_some_and(u8::is_ascii_alphabetic)
+            && uri.iter().all(|&b| b > b' ' && b != 0x7f);
+        if !plausible {
+            return Err(ParseError::BadRequestUri);
+        }
+        let version = &rest[uri_end + 1..];
+        check_version(version)?;
+        Ok(StartLine::Request(RequestLine {
+            method: Method::from_bytes(method),
+            uri,
+            version,
+        }))
+    }
+
+    fn status_line(&self, line: &'a [u8]) -> Result<StartLine<'a>, ParseError> {
+        let version_end = memchr::memchr(b' ', line).ok_or(ParseError::BadStatusCode)?;
+        let version = &line[..version_end];
+        check_version(version)?;
+        let rest = &line[version_end + 1..];
+        // Exactly three digits, then SP and the reason (which may be empty), or the end
+        // of the line (a missing SP before an empty reason is tolerated).
+        let digits = rest.get(..3).ok_or(ParseError::BadStatusCode)?;
+        if !digits.iter().all(u8::is_ascii_digit) {
+            return Err(ParseError::BadStatusCode);
+        }
+        let code = digits
+            .iter()
+            .fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
+        if !(100..=699).contains(&code) {
+            return Err(ParseError::BadStatusCode);
+        }
+        let reason = match rest.get(3) {
+            None => &rest[3..3],
+            Some(b' ') => &rest[4..],
+            Some(_) => return Err(ParseError::BadStatusCode),
+        };
+        if reason
+            .iter()
+            .any(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
+        {
+            return Err(ParseError::BadReasonPhrase);
+        }
+        Ok(StartLine::Response(StatusLine {
+            version,
+            code,
+            reason,
+        }))
+    }
+
+    /// Splits header fields until the empty line; leaves `pos` at the body.
+    fn headers(&mut self, message: &mut Message<'a>) -> Result<(), ParseError> {
+        let buf = self.buf;
+        loop {
+            let line_start = self.pos;
+            match buf.get(line_start) {
+                None => return Err(ParseError::UnterminatedHeaders),
+                Some(b'\n') => {
+                    self.head_end = line_start;
+                    self.pos = line_start + 1;
+                    return Ok(());
+                }
+                Some(b'\r') => {
+                    if buf.get(line_start + 1) != Some(&b'\n') {
+                        return Err(ParseError::BareCarriageReturn { offset: line_start });
+                    }
+                    self.head_end = line_start;
+                    self.pos = line_start + 2;
+                    return Ok(());
+                }
+                Some(_) => {}
+            }
+            // The name: a token, optional white space, a colon.
+            let mut i = line_start;
+            while i < buf.len() && is_token(buf[i]) {
+                i += 1;
+            }
+            let name_end = i;
+            if name_end == line_start {
+                return Err(ParseError::BadHeaderName { offset: line_start });
+            }
+            while i < buf.len() && (buf[i] == b' ' || buf[i] == b'\t') {
+                i += 1;
+            }
+            if buf.get(i) != Some(&b':') {
+                return Err(ParseError::MissingColon { offset: line_start });
+            }
+            // The value runs to a line end that is not followed by white space (a folded
+            // line continues the value, RFC 3261 §7.3.1).
+            let value_start = i + 1;
+            let mut from = value_start;
+            let (value_end, next) = loop {
+                let (end, next) = self.line_end(from)?;
+                match buf.get(next) {
+                    Some(b' ' | b'\t') => from = next,
+                    _ => break (end, next),
+                }
+            };
+            if next - line_start > self.limits.max_line_length {
+                return Err(ParseError::LineTooLong {
+                    offset: line_start,
+                    limit: self.limits.max_line_length,
+                });
+            }
+            if message.headers.len >= self.limits.max_headers {
+                return Err(ParseError::TooManyHeaders {
+                    limit: self.limits.max_headers,
+                });
+            }
+            let value = trim_lws(&buf[value_start..value_end]);
+            let value_start = value.as_ptr() as usize - buf.as_ptr() as usize;
+            let name = HeaderName::from_bytes(&buf[line_start..name_end]);
+            if name == HeaderName::ContentLength {
+                if message.content_length.is_some() {
+                    return Err(ParseError::DuplicateContentLength);
+                }
+                let length = parse_u64(value).ok_or(ParseError::BadContentLength)?;
+                message.content_length =
+                    Some(usize::try_from(length).map_err(|_| ParseError::BadContentLength)?);
+            }
+            let index = message.headers.len;
+            let slot = &mut message.first_index[name as usize];
+            if *slot == NONE {
+                // Indexes above u16::MAX - 1 cannot be recorded; such messages only exist
+                // with a configured header limit that high, and lookups fall back to None.
+                *slot = u16::try_from(index).unwrap_or(NONE);
+            }
+            // Offsets fit in u32: the size limit is checked above and a usize limit larger
+            // than 4 GiB would be refused by the length checks of the runtime.
+            message.headers.push(RawHeader {
+                name_start: line_start as u32,
+                value_start: value_start as u32,
+                value_end: (value_start + value.len()) as u32,
+                name_len: (name_end - line_start).min(usize::from(u16::MAX)) as u16,
+                name,
+            });
+            self.pos = next;
+        }
+    }
+}
+
+/// Checks `SIP/<digits>.<digits>` (the protocol name in any case).
+fn check_version(version: &[u8]) -> Result<(), ParseError> {
+    let numbers = match version.get(..4) {
+        Some(prefix) if prefix.eq_ignore_ascii_case(b"SIP/") => &version[4..],
+        _ => return Err(ParseError::BadVersion),
+    };
+    let dot = memchr::memchr(b'.', numbers).ok_or(ParseError::BadVersion)?;
+    let (major, minor) = (&numbers[..dot], &numbers[dot + 1..]);
+    let digits = |s: &[u8]| !s.is_empty() && s.len() <= 3 && s.iter().all(u8::is_ascii_digit);
+    if digits(major) && digits(minor) {
+        Ok(())
+    } else {
+        Err(ParseError::BadVersion)
+    }
+}

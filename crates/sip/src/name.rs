@@ -1,0 +1,372 @@
+//! Header names known to sipwall, recognised case-insensitively in long and compact form,
+//! and request methods.
+
+/// A header field name that the parser recognises while it splits the message.
+///
+/// Knowing the kind at split time lets accessors find a header by comparing one byte,
+/// and maps compact forms (`v`, `f`, `t`, …, RFC 3261 §7.3.3 and the IANA registry) to
+/// the same kind as their long form. Any other name is [`HeaderName::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+#[allow(missing_docs)] // the variant names are the header names
+pub enum HeaderName {
+    Via = 0,
+    From,
+    To,
+    CallId,
+    CSeq,
+    MaxForwards,
+    Contact,
+    Expires,
+    ContentLength,
+    ContentType,
+    ContentEncoding,
+    UserAgent,
+    Server,
+    Authorization,
+    ProxyAuthorization,
+    WwwAuthenticate,
+    ProxyAuthenticate,
+    Route,
+    RecordRoute,
+    Path,
+    Require,
+    ProxyRequire,
+    Supported,
+    Unsupported,
+    Allow,
+    Date,
+    Event,
+    AllowEvents,
+    Subject,
+    ReferTo,
+    ReferredBy,
+    AcceptContact,
+    RejectContact,
+    RequestDisposition,
+    Identity,
+    IdentityInfo,
+    SessionExpires,
+    Warning,
+    Other,
+}
+
+/// Number of [`HeaderName`] variants, [`HeaderName::Other`] included.
+pub(crate) const HEADER_NAME_COUNT: usize = HeaderName::Other as usize + 1;
+
+impl HeaderName {
+    /// Recognises a header name as it appears on the wire (any case, long or compact).
+    pub fn from_bytes(name: &[u8]) -> HeaderName {
+        use HeaderName::*;
+        if name.len() == 1 {
+            return match name[0].to_ascii_lowercase() {
+                b'v' => Via,
+                b'f' => From,
+                b't' => To,
+                b'i' => CallId,
+                b'm' => Contact,
+                b'l' => ContentLength,
+                b'c' => ContentType,
+                b'e' => ContentEncoding,
+                b'k' => Supported,
+                b's' => Subject,
+                b'o' => Event,
+                b'u' => AllowEvents,
+                b'r' => ReferTo,
+                b'b' => ReferredBy,
+                b'a' => AcceptContact,
+                b'j' => RejectContact,
+                b'd' => RequestDisposition,
+                b'y' => Identity,
+                b'n' => IdentityInfo,
+                b'x' => SessionExpires,
+                _ => Other,
+            };
+        }
+        // Candidates by length and first letter, then one case-insensitive compare.
+        let first = name.first().map_or(0, u8::to_ascii_lowercase);
+        let candidate = match (name.len(), first) {
+            (2, b't') => To,
+            (3, b'v') => Via,
+            (4, b'f') => From,
+            (4, b'c') => CSeq,
+            (4, b'p') => Path,
+            (4, b'd') => Date,
+            (5, b'r') => Route,
+            (5, b'a') => Allow,
+            (5, b'e') => Event,
+            (6, b's') => Server,
+            (7, b'c') => CallId,
+            (7, b'e') => Expires,
+            (7, b'r') => Require,
+            (7, b's') => Subject,
+            (7, b'w') => Warning,
+            (8, b'r') => ReferTo,
+            (8, b'i') => Identity,
+            (9, b's') => Supported,
+            (10, b'u') => UserAgent,
+            (11, b'u') => Unsupported,
+            (11, b'r') => ReferredBy,
+            (12, b'm') => MaxForwards,
+            (12, b'c') => ContentType,
+            (12, b'r') => RecordRoute,
+            (12, b'a') => AllowEvents,
+            (13, b'a') => Authorization,
+            (13, b'i') => IdentityInfo,
+            (13, b'p') => ProxyRequire,
+            (14, b'c') => ContentLength,
+            (14, b'a') => AcceptContact,
+            (14, b'r') => RejectContact,
+            (15, b's') => SessionExpires,
+            (16, b'w') => WwwAuthenticate,
+            (16, b'c') => ContentEncoding,
+            (18, b'p') => ProxyAuthenticate,
+            (19, b'p') => ProxyAuthorization,
+            (19, b'r') => RequestDisposition,
+            _ => return Other,
+        };
+        if candidate.canonical().as_bytes().eq_ignore_ascii_case(name) {
+            return candidate;
+        }
+        // Two names share length 7 and first letter 'c'.
+        if Contact.canonical().as_bytes().eq_ignore_ascii_case(name) {
+            return Contact;
+        }
+        Other
+    }
+
+    /// The canonical long form, as sipwall writes it.
+    pub fn canonical(self) -> &'static str {
+        use HeaderName::*;
+        match self {
+            Via => "Via",
+            From => "From",
+            To => "To",
+            CallId => "Call-ID",
+            CSeq => "CSeq",
+            MaxForwards => "Max-Forwards",
+            Contact => "Contact",
+            Expires => "Expires",
+            ContentLength => "Content-Length",
+            ContentType => "Content-Type",
+            ContentEncoding => "Content-Encoding",
+            UserAgent => "User-Agent",
+            Server => "Server",
+            Authorization => "Authorization",
+            ProxyAuthorization => "Proxy-Authorization",
+            WwwAuthenticate => "WWW-Authenticate",
+            ProxyAuthenticate => "Proxy-Authenticate",
+            Route => "Route",
+            RecordRoute => "Record-Route",
+            Path => "Path",
+            Require => "Require",
+            ProxyRequire => "Proxy-Require",
+            Supported => "Supported",
+            Unsupported => "Unsupported",
+            Allow => "Allow",
+            Date => "Date",
+            Event => "Event",
+            AllowEvents => "Allow-Events",
+            Subject => "Subject",
+            ReferTo => "Refer-To",
+            ReferredBy => "Referred-By",
+            AcceptContact => "Accept-Contact",
+            RejectContact => "Reject-Contact",
+            RequestDisposition => "Request-Disposition",
+            Identity => "Identity",
+            IdentityInfo => "Identity-Info",
+            SessionExpires => "Session-Expires",
+            Warning => "Warning",
+            Other => "",
+        }
+    }
+
+    /// True for headers whose value may be a comma-separated list of entries that
+    /// routing must see one by one.
+    pub fn is_list(self) -> bool {
+        matches!(
+            self,
+            HeaderName::Via
+                | HeaderName::Contact
+                | HeaderName::Route
+                | HeaderName::RecordRoute
+                | HeaderName::Path
+        )
+    }
+}
+
+/// A SIP request method. Methods are case-sensitive (RFC 3261 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)] // the variant names are the method names
+pub enum Method<'a> {
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Register,
+    Options,
+    Info,
+    Update,
+    Prack,
+    Subscribe,
+    Notify,
+    Message,
+    Refer,
+    Publish,
+    /// Any other token (extension methods are legal SIP).
+    Other(&'a [u8]),
+}
+
+impl<'a> Method<'a> {
+    /// Recognises a method token. The caller has checked that it is a token.
+    pub fn from_bytes(token: &'a [u8]) -> Method<'a> {
+        use Method::*;
+        match token {
+            b"INVITE" => Invite,
+            b"ACK" => Ack,
+            b"BYE" => Bye,
+            b"CANCEL" => Cancel,
+            b"REGISTER" => Register,
+            b"OPTIONS" => Options,
+            b"INFO" => Info,
+            b"UPDATE" => Update,
+            b"PRACK" => Prack,
+            b"SUBSCRIBE" => Subscribe,
+            b"NOTIFY" => Notify,
+            b"MESSAGE" => Message,
+            b"REFER" => Refer,
+            b"PUBLISH" => Publish,
+            other => Other(other),
+        }
+    }
+
+    /// The method as it appears on the wire.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        use Method::*;
+        match *self {
+            Invite => b"INVITE",
+            Ack => b"ACK",
+            Bye => b"BYE",
+            Cancel => b"CANCEL",
+            Register => b"REGISTER",
+            Options => b"OPTIONS",
+            Info => b"INFO",
+            Update => b"UPDATE",
+            Prack => b"PRACK",
+            Subscribe => b"SUBSCRIBE",
+            Notify => b"NOTIFY",
+            Message => b"MESSAGE",
+            Refer => b"REFER",
+            Publish => b"PUBLISH",
+            Other(token) => token,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [HeaderName; HEADER_NAME_COUNT - 1] = {
+        use HeaderName::*;
+        [
+            Via,
+            From,
+            To,
+            CallId,
+            CSeq,
+            MaxForwards,
+            Contact,
+            Expires,
+            ContentLength,
+            ContentType,
+            ContentEncoding,
+            UserAgent,
+            Server,
+            Authorization,
+            ProxyAuthorization,
+            WwwAuthenticate,
+            ProxyAuthenticate,
+            Route,
+            RecordRoute,
+            Path,
+            Require,
+            ProxyRequire,
+            Supported,
+            Unsupported,
+            Allow,
+            Date,
+            Event,
+            AllowEvents,
+            Subject,
+            ReferTo,
+            ReferredBy,
+            AcceptContact,
+            RejectContact,
+            RequestDisposition,
+            Identity,
+            IdentityInfo,
+            SessionExpires,
+            Warning,
+        ]
+    };
+
+    #[test]
+    fn every_long_form_is_recognised_in_any_case() {
+        for name in ALL {
+            let long = name.canonical();
+            assert_eq!(HeaderName::from_bytes(long.as_bytes()), name, "{long}");
+            assert_eq!(
+                HeaderName::from_bytes(long.to_ascii_uppercase().as_bytes()),
+                name
+            );
+            assert_eq!(
+                HeaderName::from_bytes(long.to_ascii_lowercase().as_bytes()),
+                name
+            );
+        }
+    }
+
+    #[test]
+    fn compact_forms_map_to_long_forms() {
+        let pairs: &[(&[u8], HeaderName)] = &[
+            (b"v", HeaderName::Via),
+            (b"I", HeaderName::CallId),
+            (b"f", HeaderName::From),
+            (b"t", HeaderName::To),
+            (b"m", HeaderName::Contact),
+            (b"L", HeaderName::ContentLength),
+            (b"c", HeaderName::ContentType),
+            (b"k", HeaderName::Supported),
+            (b"o", HeaderName::Event),
+            (b"x", HeaderName::SessionExpires),
+            (b"y", HeaderName::Identity),
+            (b"q", HeaderName::Other),
+        ];
+        for (wire, name) in pairs {
+            assert_eq!(HeaderName::from_bytes(wire), *name);
+        }
+    }
+
+    #[test]
+    fn near_misses_are_other() {
+        for wire in [
+            &b"Vias"[..],
+            b"Contacts",
+            b"C%6Fntact",
+            b"Call-Id2",
+            b"",
+            b"Tx",
+        ] {
+            assert_eq!(HeaderName::from_bytes(wire), HeaderName::Other);
+        }
+    }
+
+    #[test]
+    fn methods_are_case_sensitive() {
+        assert_eq!(Method::from_bytes(b"INVITE"), Method::Invite);
+        assert_eq!(Method::from_bytes(b"invite"), Method::Other(b"invite"));
+        assert_eq!(Method::Register.as_bytes(), b"REGISTER");
+    }
+}

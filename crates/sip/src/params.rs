@@ -1,0 +1,195 @@
+//! `;name=value` parameter lists of URIs and header fields.
+
+use crate::chars::{find_unquoted, is_lws, is_token, trim_lws};
+use crate::error::FieldError;
+
+/// A parameter list as written, its leading `;` included (or an empty slice positioned
+/// where parameters would go, so that the editor can insert one there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params<'a> {
+    raw: &'a [u8],
+}
+
+/// One parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Param<'a> {
+    /// The name, trimmed.
+    pub name: &'a [u8],
+    /// The value after `=`, trimmed; quoted values keep their quotes.
+    pub value: Option<&'a [u8]>,
+    /// The whole `name=value` text between the separators, trimmed.
+    pub raw: &'a [u8],
+}
+
+impl<'a> Params<'a> {
+    /// Wraps a parameter list that starts with `;` (or is empty).
+    pub fn new(raw: &'a [u8]) -> Self {
+        Params { raw }
+    }
+
+    /// An empty list positioned at `at` (an empty slice of the message).
+    pub fn empty_at(at: &'a [u8]) -> Self {
+        Params { raw: &at[..0] }
+    }
+
+    /// The list as written.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// True if there is no parameter.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// The parameters in order. Separators inside quoted values do not split.
+    pub fn iter(&self) -> impl Iterator<Item = Param<'a>> + use<'a> {
+        let mut rest = self.raw.strip_prefix(b";").map(|r| (r, true));
+        // A list that does not start with ';' (never produced by this crate) yields nothing.
+        std::iter::from_fn(move || {
+            let (current, _) = rest?;
+            let (entry, next) = match find_unquoted(current, b';') {
+                Some(i) => (&current[..i], Some((&current[i + 1..], true))),
+                None => (current, None),
+            };
+            rest = next;
+            let entry = trim_lws(entry);
+            let (name, value) = match memchr::memchr(b'=', entry) {
+                Some(eq) => (trim_lws(&entry[..eq]), Some(trim_lws(&entry[eq + 1..]))),
+                None => (entry, None),
+            };
+            Some(Param {
+                name,
+                value,
+                raw: entry,
+            })
+        })
+    }
+
+    /// Looks a parameter up by name, case-insensitively: `None` if absent, `Some(None)`
+    /// for a parameter without value, `Some(Some(v))` otherwise.
+    pub fn get(&self, name: &[u8]) -> Option<Option<&'a [u8]>> {
+        self.iter()
+            .find(|param| param.name.eq_ignore_ascii_case(name))
+            .map(|param| param.value)
+    }
+
+    /// The full parameter (for the editor, which needs its position).
+    pub fn find(&self, name: &[u8]) -> Option<Param<'a>> {
+        self.iter()
+            .find(|param| param.name.eq_ignore_ascii_case(name))
+    }
+
+    /// True if a parameter of that name is present.
+    pub fn contains(&self, name: &[u8]) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Checks the `generic-param` grammar of header parameters: every name a token,
+    /// every value a token, a host (IPv6 references included) or a quoted string.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        for param in self.iter() {
+            if param.name.is_empty() || !param.name.iter().all(|&b| is_token(b)) {
+                return Err(FieldError::BadParam);
+            }
+            if let Some(value) = param.value {
+                validate_gen_value(value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `gen-value = token / host / quoted-string`.
+fn validate_gen_value(value: &[u8]) -> Result<(), FieldError> {
+    if value.first() == Some(&b'"') {
+        return match quoted_string_len(value) {
+            Some(len) if len == value.len() => Ok(()),
+            Some(_) => Err(FieldError::BadParam),
+            None => Err(FieldError::UnterminatedQuote),
+        };
+    }
+    let ok = !value.is_empty()
+        && value
+            .iter()
+            .all(|&b| is_token(b) || matches!(b, b':' | b'[' | b']'));
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::BadParam)
+    }
+}
+
+/// Length of the quoted string at the start of `s` (quotes included), or `None` if it is
+/// not closed. A backslash escapes any byte but CR and LF (RFC 3261 `quoted-pair`).
+pub(crate) fn quoted_string_len(s: &[u8]) -> Option<usize> {
+    if s.first() != Some(&b'"') {
+        return None;
+    }
+    let mut i = 1;
+    while i < s.len() {
+        match s[i] {
+            b'"' => return Some(i + 1),
+            b'\\' => {
+                if matches!(s.get(i + 1), None | Some(b'\r' | b'\n')) {
+                    return None;
+                }
+                i += 2;
+            }
+            // Folding inside a quoted string is LWS; a lone CR or LF is not.
+            b'\r' | b'\n' if !s.get(i + 1).is_some_and(|&b| is_lws(b)) => return None,
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Removes the surrounding quotes of a quoted value, if any (escapes are kept).
+pub fn unquote(value: &[u8]) -> &[u8] {
+    if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+        &value[1..value.len() - 1]
+    } else {
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iterates_with_white_space_and_quotes() {
+        let params = Params::new(b";  tag = 1918 ; x=\"a;b\";lr");
+        let all: Vec<_> = params.iter().map(|p| (p.name, p.value)).collect();
+        assert_eq!(
+            all,
+            vec![
+                (&b"tag"[..], Some(&b"1918"[..])),
+                (&b"x"[..], Some(&b"\"a;b\""[..])),
+                (&b"lr"[..], None),
+            ]
+        );
+        assert_eq!(params.get(b"TAG"), Some(Some(&b"1918"[..])));
+        assert!(params.validate().is_ok());
+    }
+
+    #[test]
+    fn empty_and_malformed_params_fail_validation() {
+        assert_eq!(Params::new(b";;").validate(), Err(FieldError::BadParam));
+        assert_eq!(Params::new(b";a=").validate(), Err(FieldError::BadParam));
+        assert_eq!(
+            Params::new(b";a=\"x").validate(),
+            Err(FieldError::UnterminatedQuote)
+        );
+        assert_eq!(Params::new(b";a=<x>").validate(), Err(FieldError::BadParam));
+        assert!(Params::new(b";received=[2001:db8::1]").validate().is_ok());
+    }
+
+    #[test]
+    fn quoted_strings() {
+        assert_eq!(quoted_string_len(br#""a\"b" rest"#), Some(6));
+        assert_eq!(quoted_string_len(br#""open"#), None);
+        assert_eq!(quoted_string_len(b"\"a\\\0b\""), Some(6));
+        assert_eq!(unquote(br#""x""#), b"x");
+    }
+}

@@ -1,0 +1,496 @@
+//! Sanity checks of a parsed message, the equivalent of Kamailio's `sanity` module plus
+//! Max-Forwards, as one call that says which check failed.
+//!
+//! The parser has already enforced framing (Content-Length present on streams, not
+//! larger than the body, not duplicated, numeric). These checks read the header values
+//! an edge proxy relies on and refuse messages that a downstream element could
+//! misread. Each failure maps to the SIP status an edge answers with
+//! ([`SanityError::status_code`]); the caller decides whether to answer or drop.
+
+use thiserror::Error;
+
+use crate::error::{FieldError, UriError};
+use crate::fields::check_date;
+use crate::message::{Message, StartLine};
+use crate::name::HeaderName;
+use crate::uri::{Host, Scheme};
+
+/// One sanity check, for enabling or disabling it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Check {
+    /// The start line says SIP/2.0 (Kamailio: ruri sip version).
+    Version,
+    /// To, From, CSeq, Call-ID and Via are present (Kamailio: required headers).
+    RequiredHeaders,
+    /// Single-valued headers appear once: To, From, Call-ID, CSeq, Max-Forwards.
+    DuplicateHeaders,
+    /// The Request-URI parses, has a sip, sips or tel scheme and no headers part
+    /// (Kamailio: ruri scheme, parse uri).
+    RequestUri,
+    /// CSeq parses, its number is below 2**31, its method equals the request method
+    /// (Kamailio: cseq method, cseq value).
+    CSeq,
+    /// Max-Forwards parses and, in a request, is not zero.
+    MaxForwards,
+    /// Every Via parses and says SIP/2.0 (Kamailio: via sip version); a response's
+    /// Vias name no broadcast or multicast address.
+    Via,
+    /// From, To and Contact parse (Kamailio: parse uri for from, to, contact).
+    Uris,
+    /// From and To carry at most one tag each (Kamailio: duplicated To/From tags).
+    Tags,
+    /// Expires and Contact `expires` values are delta-seconds (Kamailio: expires value).
+    Expires,
+    /// Every Proxy-Require option tag is supported (Kamailio: proxy require).
+    ProxyRequire,
+    /// Authorization and Proxy-Authorization parse, and Digest credentials carry the
+    /// fields RFC 3261 requires (Kamailio: digest credentials, authorization header).
+    Authorization,
+    /// Date, if present, is an RFC 1123 date in GMT.
+    Date,
+}
+
+impl Check {
+    /// Every check, in the order they run.
+    pub const ALL: [Check; 13] = [
+        Check::Version,
+        Check::RequiredHeaders,
+        Check::DuplicateHeaders,
+        Check::RequestUri,
+        Check::CSeq,
+        Check::MaxForwards,
+        Check::Via,
+        Check::Uris,
+        Check::Tags,
+        Check::Expires,
+        Check::ProxyRequire,
+        Check::Authorization,
+        Check::Date,
+    ];
+
+    fn bit(self) -> u16 {
+        1 << self as u8
+    }
+}
+
+/// Which check failed, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SanityError {
+    /// The start line's version is not SIP/2.0.
+    #[error("unsupported SIP version")]
+    UnsupportedVersion,
+    /// A required header is missing.
+    #[error("missing {} header", .0.canonical())]
+    MissingHeader(HeaderName),
+    /// A single-valued header appears more than once.
+    #[error("duplicate {} header", .0.canonical())]
+    DuplicateHeader(HeaderName),
+    /// The Request-URI does not parse.
+    #[error("invalid Request-URI: {0}")]
+    RequestUri(UriError),
+    /// The Request-URI scheme is not sip, sips or tel.
+    #[error("unsupported Request-URI scheme")]
+    UnsupportedUriScheme,
+    /// The Request-URI has a headers part (`?…`), which RFC 3261 §19.1.1 forbids.
+    #[error("headers part in the Request-URI")]
+    RequestUriHeaders,
+    /// The CSeq number is 2**31 or more.
+    #[error("CSeq number too large")]
+    CSeqValue,
+    /// The CSeq method is not the request method.
+    #[error("CSeq method differs from the request method")]
+    CSeqMethod,
+    /// Max-Forwards of a request is zero.
+    #[error("Max-Forwards exhausted")]
+    TooManyHops,
+    /// A Via does not say SIP/2.0.
+    #[error("Via protocol is not SIP/2.0")]
+    ViaProtocol,
+    /// A Via of a response points at a broadcast, multicast or unspecified address.
+    #[error("Via points at a broadcast or multicast address")]
+    ViaBroadcast,
+    /// From or To carries more than one tag.
+    #[error("duplicate tag in {}", .0.canonical())]
+    DuplicateTag(HeaderName),
+    /// Proxy-Require names an extension this proxy does not support.
+    #[error("unsupported extension in Proxy-Require")]
+    BadExtension,
+    /// Option tags are not tokens.
+    #[error("invalid option tag in {}", .0.canonical())]
+    BadOptionTag(HeaderName),
+    /// Digest credentials lack a field RFC 3261 requires, or a field is malformed.
+    #[error("incomplete or malformed digest credentials")]
+    DigestCredentials,
+    /// A header value does not parse.
+    #[error("invalid {} header: {error}", .header.canonical())]
+    Header {
+        /// The header.
+        header: HeaderName,
+        /// What is wrong with it.
+        error: FieldError,
+    },
+}
+
+impl SanityError {
+    /// The status code an edge proxy answers a request with (RFC 3261 §8.2, §16.3).
+    pub fn status_code(&self) -> u16 {
+        match self {
+            SanityError::UnsupportedVersion => 505,
+            SanityError::UnsupportedUriScheme => 416,
+            SanityError::TooManyHops => 483,
+            SanityError::BadExtension => 420,
+            _ => 400,
+        }
+    }
+
+    /// The check that failed.
+    pub fn check(&self) -> Check {
+        match self {
+            SanityError::UnsupportedVersion => Check::Version,
+            SanityError::MissingHeader(_) => Check::RequiredHeaders,
+            SanityError::DuplicateHeader(_) => Check::DuplicateHeaders,
+            SanityError::RequestUri(_)
+            | SanityError::UnsupportedUriScheme
+            | SanityError::RequestUriHeaders => Check::RequestUri,
+            SanityError::CSeqValue | SanityError::CSeqMethod => Check::CSeq,
+            SanityError::TooManyHops => Check::MaxForwards,
+            SanityError::ViaProtocol | SanityError::ViaBroadcast => Check::Via,
+            SanityError::DuplicateTag(_) => Check::Tags,
+            SanityError::BadExtension | SanityError::BadOptionTag(_) => Check::ProxyRequire,
+            SanityError::DigestCredentials => Check::Authorization,
+            SanityError::Header { header, .. } => match header {
+                HeaderName::CSeq => Check::CSeq,
+                HeaderName::MaxForwards => Check::MaxForwards,
+                HeaderName::Via => Check::Via,
+                HeaderName::Expires => Check::Expires,
+                HeaderName::Authorization | HeaderName::ProxyAuthorization => Check::Authorization,
+                HeaderName::Date => Check::Date,
+                _ => Check::Uris,
+            },
+        }
+    }
+}
+
+/// The configured set of sanity checks.
+#[derive(Debug, Clone)]
+pub struct Sanity {
+    enabled: u16,
+    /// Option tags this proxy supports in Proxy-Require; none by default, since an edge
+    /// proxy implements no proxy extension (RFC 3261 §16.3 step 4).
+    proxy_supported: Vec<Vec<u8>>,
+}
+
+impl Default for Sanity {
+    fn default() -> Self {
+        Sanity {
+            enabled: Check::ALL.iter().fold(0, |bits, check| bits | check.bit()),
+            proxy_supported: Vec::new(),
+        }
+    }
+}
+
+fn header_error(header: HeaderName) -> impl Fn(FieldError) -> SanityError {
+    move |error| SanityError::Header { header, error }
+}
+
+impl Sanity {
+    /// All checks enabled, no Proxy-Require extension supported.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Disables one check.
+    pub fn without(mut self, check: Check) -> Self {
+        self.enabled &= !check.bit();
+        self
+    }
+
+    /// Declares an option tag as supported in Proxy-Require.
+    pub fn with_proxy_supported(mut self, tag: &[u8]) -> Self {
+        self.proxy_supported.push(tag.to_ascii_lowercase());
+        self
+    }
+
+    /// True if `check` is enabled.
+    pub fn is_enabled(&self, check: Check) -> bool {
+        self.enabled & check.bit() != 0
+    }
+
+    /// Runs every enabled check in order and returns the first failure.
+    pub fn check(&self, msg: &Message<'_>) -> Result<(), SanityError> {
+        for check in Check::ALL {
+            if self.is_enabled(check) {
+                self.run(check, msg)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The Proxy-Require option tags that are not supported (for the Unsupported
+    /// header of a 420 reply).
+    pub fn unsupported_proxy_require<'m>(
+        &'m self,
+        msg: &'m Message<'_>,
+    ) -> impl Iterator<Item = &'m [u8]> + 'm {
+        msg.option_tags(HeaderName::ProxyRequire)
+            .filter(move |tag| !tag.is_empty() && !self.supports(tag))
+    }
+
+    fn supports(&self, tag: &[u8]) -> bool {
+        self.proxy_supported
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(tag))
+    }
+
+    fn run(&self, check: Check, msg: &Message<'_>) -> Result<(), SanityError> {
+        match check {
+            Check::Version => check_version(msg),
+            Check::RequiredHeaders => check_required(msg),
+            Check::DuplicateHeaders => check_duplicates(msg),
+            Check::RequestUri => check_request_uri(msg),
+            Check::CSeq => check_cseq(msg),
+            Check::MaxForwards => check_max_forwards(msg),
+            Check::Via => check_vias(msg),
+            Check::Uris => check_uris(msg),
+            Check::Tags => check_tags(msg),
+            Check::Expires => check_expires(msg),
+            Check::ProxyRequire => self.check_proxy_require(msg),
+            Check::Authorization => check_authorization(msg),
+            Check::Date => match msg.header(HeaderName::Date) {
+                Some(date) => check_date(date.value).map_err(header_error(HeaderName::Date)),
+                None => Ok(()),
+            },
+        }
+    }
+
+    fn check_proxy_require(&self, msg: &Message<'_>) -> Result<(), SanityError> {
+        for name in [HeaderName::Require, HeaderName::ProxyRequire] {
+            let valid = msg
+                .option_tags(name)
+                .all(|tag| !tag.is_empty() && tag.iter().all(|&b| crate::chars::is_token(b)));
+            if !valid {
+                return Err(SanityError::BadOptionTag(name));
+            }
+        }
+        if msg.is_request() && self.unsupported_proxy_require(msg).next().is_some() {
+            return Err(SanityError::BadExtension);
+        }
+        Ok(())
+    }
+}
+
+fn is_sip_2_0(version: &[u8]) -> bool {
+    version.eq_ignore_ascii_case(b"SIP/2.0")
+}
+
+fn check_version(msg: &Message<'_>) -> Result<(), SanityError> {
+    let version = match msg.start_line() {
+        StartLine::Request(line) => line.version,
+        StartLine::Response(line) => line.version,
+    };
+    if is_sip_2_0(version) {
+        Ok(())
+    } else {
+        Err(SanityError::UnsupportedVersion)
+    }
+}
+
+fn check_required(msg: &Message<'_>) -> Result<(), SanityError> {
+    for name in [
+        HeaderName::To,
+        HeaderName::From,
+        HeaderName::CSeq,
+        HeaderName::CallId,
+        HeaderName::Via,
+    ] {
+        if msg.header(name).is_none() {
+            return Err(SanityError::MissingHeader(name));
+        }
+    }
+    Ok(())
+}
+
+fn check_duplicates(msg: &Message<'_>) -> Result<(), SanityError> {
+    for name in [
+        HeaderName::To,
+        HeaderName::From,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+        HeaderName::MaxForwards,
+    ] {
+        if msg.headers_named(name).nth(1).is_some() {
+            return Err(SanityError::DuplicateHeader(name));
+        }
+    }
+    Ok(())
+}
+
+fn check_request_uri(msg: &Message<'_>) -> Result<(), SanityError> {
+    let Some(parsed) = msg.request_uri() else {
+        return Ok(());
+    };
+    let uri = parsed.map_err(|error| match error {
+        UriError::BadScheme => SanityError::UnsupportedUriScheme,
+        other => SanityError::RequestUri(other),
+    })?;
+    if !matches!(uri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) {
+        return Err(SanityError::UnsupportedUriScheme);
+    }
+    if uri.headers.is_some() {
+        return Err(SanityError::RequestUriHeaders);
+    }
+    Ok(())
+}
+
+fn check_cseq(msg: &Message<'_>) -> Result<(), SanityError> {
+    let Some(parsed) = msg.cseq() else {
+        return Ok(());
+    };
+    let cseq = parsed.map_err(header_error(HeaderName::CSeq))?;
+    if cseq.number >= 1 << 31 {
+        return Err(SanityError::CSeqValue);
+    }
+    if let Some(method) = msg.method()
+        && method != cseq.method
+    {
+        return Err(SanityError::CSeqMethod);
+    }
+    Ok(())
+}
+
+fn check_max_forwards(msg: &Message<'_>) -> Result<(), SanityError> {
+    let Some(parsed) = msg.max_forwards() else {
+        return Ok(());
+    };
+    let hops = parsed.map_err(header_error(HeaderName::MaxForwards))?;
+    // A proxy must not forward a request with Max-Forwards 0 (RFC 3261 §16.3 step 2).
+    // ACK and CANCEL are included: they are hop-by-hop and an edge does not consume them.
+    if hops == 0 && msg.is_request() {
+        return Err(SanityError::TooManyHops);
+    }
+    Ok(())
+}
+
+fn check_vias(msg: &Message<'_>) -> Result<(), SanityError> {
+    for via in msg.vias() {
+        let via = via.map_err(header_error(HeaderName::Via))?;
+        if !via.protocol.eq_ignore_ascii_case(b"SIP") || via.version != b"2.0" {
+            return Err(SanityError::ViaProtocol);
+        }
+        // A response travels to the addresses of its Vias: none may be a broadcast or
+        // multicast address (RFC 4475 §3.3.10), or a source of amplification.
+        if !msg.is_request() && via_is_broadcast(&via) {
+            return Err(SanityError::ViaBroadcast);
+        }
+    }
+    Ok(())
+}
+
+fn via_is_broadcast(via: &crate::fields::Via<'_>) -> bool {
+    let bad = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast() || v4.is_unspecified(),
+        std::net::IpAddr::V6(v6) => v6.is_multicast() || v6.is_unspecified(),
+    };
+    let maddr = via.maddr().and_then(crate::fields::parse_ip);
+    let sent_by = match via.host {
+        Host::V4(ip) => Some(ip.into()),
+        Host::V6(ip) => Some(ip.into()),
+        _ => None,
+    };
+    [sent_by, via.received(), maddr]
+        .into_iter()
+        .flatten()
+        .any(bad)
+}
+
+fn check_uris(msg: &Message<'_>) -> Result<(), SanityError> {
+    if let Some(from) = msg.from() {
+        from.map_err(header_error(HeaderName::From))?;
+    }
+    if let Some(to) = msg.to() {
+        to.map_err(header_error(HeaderName::To))?;
+    }
+    for contact in msg.contacts() {
+        contact.map_err(header_error(HeaderName::Contact))?;
+    }
+    Ok(())
+}
+
+fn check_tags(msg: &Message<'_>) -> Result<(), SanityError> {
+    for name in [HeaderName::From, HeaderName::To] {
+        let Some(Ok(addr)) = (match name {
+            HeaderName::From => msg.from(),
+            _ => msg.to(),
+        }) else {
+            continue;
+        };
+        let tags = addr
+            .params
+            .iter()
+            .filter(|param| param.name.eq_ignore_ascii_case(b"tag"))
+            .count();
+        if tags > 1 {
+            return Err(SanityError::DuplicateTag(name));
+        }
+    }
+    Ok(())
+}
+
+fn check_expires(msg: &Message<'_>) -> Result<(), SanityError> {
+    if let Some(expires) = msg.expires() {
+        expires.map_err(header_error(HeaderName::Expires))?;
+    }
+    for contact in msg.contacts().flatten() {
+        if let Some(expires) = contact.expires() {
+            expires.map_err(header_error(HeaderName::Contact))?;
+        }
+    }
+    Ok(())
+}
+
+fn check_authorization(msg: &Message<'_>) -> Result<(), SanityError> {
+    for name in [HeaderName::Authorization, HeaderName::ProxyAuthorization] {
+        for header in msg.headers_named(name) {
+            let credentials =
+                crate::fields::Credentials::parse(header.value).map_err(header_error(name))?;
+            if let Some(digest) = credentials.digest {
+                check_digest(&digest)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// RFC 3261 §22.4 and RFC 2617 §3.2.2: the fields a digest response must carry.
+fn check_digest(digest: &crate::fields::DigestFields<'_>) -> Result<(), SanityError> {
+    let present = |field: Option<&[u8]>| field.is_some_and(|value| !value.is_empty());
+    let required = present(digest.username)
+        && digest.realm.is_some()
+        && present(digest.nonce)
+        && present(digest.uri)
+        && present(digest.response);
+    if !required {
+        return Err(SanityError::DigestCredentials);
+    }
+    // MD5 responses are 32 hex digits, SHA-256 ones 64 (RFC 8760).
+    let response = digest.response.unwrap_or_default();
+    if !matches!(response.len(), 32 | 64) || !response.iter().all(u8::is_ascii_hexdigit) {
+        return Err(SanityError::DigestCredentials);
+    }
+    if digest.qop.is_some() {
+        let nc_ok = digest
+            .nc
+            .is_some_and(|nc| nc.len() == 8 && nc.iter().all(u8::is_ascii_hexdigit));
+        if !nc_ok || !present(digest.cnonce) {
+            return Err(SanityError::DigestCredentials);
+        }
+    }
+    if let Some(uri) = digest.uri
+        && crate::uri::Uri::parse(uri).is_err()
+    {
+        return Err(SanityError::DigestCredentials);
+    }
+    Ok(())
+}

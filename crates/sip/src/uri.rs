@@ -1,0 +1,391 @@
+//! URIs: `sip:`, `sips:` and `tel:` parsed into their parts, other schemes kept opaque.
+//!
+//! Every part is a slice of the input, still escaped; [`unescape`] and
+//! [`eq_unescaped`] compare or decode `%HH` escapes when a rule needs the meaning.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::chars::{
+    is_host, is_uri_headers, is_uri_opaque, is_uri_param, is_uri_password, is_uri_user,
+};
+use crate::error::UriError;
+use crate::params::Params;
+
+/// The scheme of a URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme<'a> {
+    /// `sip:`
+    Sip,
+    /// `sips:`
+    Sips,
+    /// `tel:` (RFC 3966)
+    Tel,
+    /// Any other scheme, as written.
+    Other(&'a [u8]),
+}
+
+/// The host of a SIP URI or Via sent-by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host<'a> {
+    /// A host name, as written.
+    Name(&'a [u8]),
+    /// An IPv4 literal.
+    V4(Ipv4Addr),
+    /// An IPv6 reference (`[…]` in URIs).
+    V6(Ipv6Addr),
+    /// No host: `tel:` URIs and other schemes.
+    None,
+}
+
+impl Host<'_> {
+    /// The address, for IP literals.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        match *self {
+            Host::V4(ip) => Some(ip.into()),
+            Host::V6(ip) => Some(ip.into()),
+            _ => None,
+        }
+    }
+
+    /// Parses a host as it appears in a URI or Via: a bracketed IPv6 reference, an IPv4
+    /// literal or a host name. Returns `None` if it is none of them.
+    pub fn parse(raw: &[u8]) -> Option<Host<'_>> {
+        if let Some(inner) = raw.strip_prefix(b"[") {
+            let inner = inner.strip_suffix(b"]")?;
+            return parse_ipv6(inner).map(Host::V6);
+        }
+        if raw.is_empty() || !raw.iter().all(|&b| is_host(b)) {
+            return None;
+        }
+        if raw.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
+            // All digits and dots: an IPv4 literal or nothing (no TLD is numeric).
+            return std::str::from_utf8(raw)
+                .ok()?
+                .parse::<Ipv4Addr>()
+                .ok()
+                .map(Host::V4);
+        }
+        // Labels must be non-empty and must not start or end with '-'; one trailing dot
+        // (a fully qualified name) is allowed.
+        let name = raw.strip_suffix(b".").unwrap_or(raw);
+        let labels_ok = name
+            .split(|&b| b == b'.')
+            .all(|label| !label.is_empty() && label[0] != b'-' && label[label.len() - 1] != b'-');
+        labels_ok.then_some(Host::Name(raw))
+    }
+}
+
+/// Parses the inside of an IPv6 reference (without brackets).
+pub(crate) fn parse_ipv6(raw: &[u8]) -> Option<Ipv6Addr> {
+    if raw.len() > 45 {
+        return None;
+    }
+    std::str::from_utf8(raw).ok()?.parse::<Ipv6Addr>().ok()
+}
+
+/// A parsed URI. All parts borrow from the input and keep their escapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uri<'a> {
+    /// The whole URI as written.
+    pub raw: &'a [u8],
+    /// The scheme.
+    pub scheme: Scheme<'a>,
+    /// The user part of a SIP URI, or the number of a `tel:` URI.
+    pub user: Option<&'a [u8]>,
+    /// The password of a SIP URI (deprecated, but legal).
+    pub password: Option<&'a [u8]>,
+    /// The host of a SIP URI.
+    pub host: Host<'a>,
+    /// The host as written (empty for `tel:` and other schemes).
+    pub host_raw: &'a [u8],
+    /// The port of a SIP URI.
+    pub port: Option<u16>,
+    /// URI parameters (`;transport=tcp;lr`), the leading `;` included.
+    pub params: Params<'a>,
+    /// The headers part without its `?`, if present.
+    pub headers: Option<&'a [u8]>,
+    /// Everything after `scheme:` for schemes other than sip, sips and tel.
+    pub opaque: &'a [u8],
+}
+
+impl<'a> Uri<'a> {
+    /// Parses a URI with no length limit beyond the message's own.
+    pub fn parse(raw: &'a [u8]) -> Result<Uri<'a>, UriError> {
+        Self::parse_with_limit(raw, usize::MAX)
+    }
+
+    /// Parses a URI, refusing one longer than `max_length`.
+    pub fn parse_with_limit(raw: &'a [u8], max_length: usize) -> Result<Uri<'a>, UriError> {
+        if raw.is_empty() {
+            return Err(UriError::Empty);
+        }
+        if raw.len() > max_length {
+            return Err(UriError::TooLong);
+        }
+        let colon = memchr::memchr(b':', raw).ok_or(UriError::BadScheme)?;
+        let scheme_raw = &raw[..colon];
+        let scheme_ok = scheme_raw.first().is_some_and(u8::is_ascii_alphabetic)
+            && scheme_raw
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+        if !scheme_ok {
+            return Err(UriError::BadScheme);
+        }
+        let rest = &raw[colon + 1..];
+        let mut uri = Uri {
+            raw,
+            scheme: Scheme::Other(scheme_raw),
+            user: None,
+            password: None,
+            host: Host::None,
+            host_raw: &rest[..0],
+            port: None,
+            params: Params::empty_at(&raw[raw.len()..]),
+            headers: None,
+            opaque: &rest[..0],
+        };
+        if scheme_raw.eq_ignore_ascii_case(b"sip") {
+            uri.scheme = Scheme::Sip;
+            parse_sip(rest, &mut uri)?;
+        } else if scheme_raw.eq_ignore_ascii_case(b"sips") {
+            uri.scheme = Scheme::Sips;
+            parse_sip(rest, &mut uri)?;
+        } else if scheme_raw.eq_ignore_ascii_case(b"tel") {
+            uri.scheme = Scheme::Tel;
+            parse_tel(rest, &mut uri)?;
+        } else {
+            if rest.is_empty() || !rest.iter().all(|&b| is_uri_opaque(b)) {
+                return Err(UriError::BadCharacter);
+            }
+            uri.opaque = rest;
+        }
+        Ok(uri)
+    }
+
+    /// True for `sip:` and `sips:` URIs.
+    pub fn is_sip(&self) -> bool {
+        matches!(self.scheme, Scheme::Sip | Scheme::Sips)
+    }
+}
+
+/// Parses `[userinfo@]host[:port][;params][?headers]`.
+fn parse_sip<'a>(rest: &'a [u8], uri: &mut Uri<'a>) -> Result<(), UriError> {
+    // The user part may hold ';', '?' and '/' (RFC 3261 user-unreserved), so the '@'
+    // decides where it ends; '@' itself never appears unescaped elsewhere.
+    let hostport_and_more = match memchr::memchr(b'@', rest) {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let (user, password) = match memchr::memchr(b':', userinfo) {
+                Some(colon) => (&userinfo[..colon], Some(&userinfo[colon + 1..])),
+                None => (userinfo, None),
+            };
+            if user.is_empty() || !user.iter().all(|&b| is_uri_user(b)) {
+                return Err(UriError::BadUser);
+            }
+            check_escapes(user)?;
+            if let Some(password) = password {
+                if !password.iter().all(|&b| is_uri_password(b)) {
+                    return Err(UriError::BadPassword);
+                }
+                check_escapes(password)?;
+            }
+            uri.user = Some(user);
+            uri.password = password;
+            &rest[at + 1..]
+        }
+        None => rest,
+    };
+    let host_end = if hostport_and_more.first() == Some(&b'[') {
+        memchr::memchr(b']', hostport_and_more).ok_or(UriError::BadHost)? + 1
+    } else {
+        hostport_and_more
+            .iter()
+            .position(|&b| !is_host(b))
+            .unwrap_or(hostport_and_more.len())
+    };
+    let host_raw = &hostport_and_more[..host_end];
+    uri.host = Host::parse(host_raw).ok_or(UriError::BadHost)?;
+    uri.host_raw = host_raw;
+    let mut rest = &hostport_and_more[host_end..];
+    if let Some(after_colon) = rest.strip_prefix(b":") {
+        let digits = after_colon
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(after_colon.len());
+        uri.port = Some(parse_port(&after_colon[..digits]).ok_or(UriError::BadPort)?);
+        rest = &after_colon[digits..];
+    }
+    let params_end = memchr::memchr(b'?', rest).unwrap_or(rest.len());
+    let params = &rest[..params_end];
+    if !params.is_empty() {
+        if params[0] != b';' || !params.iter().all(|&b| is_uri_param(b)) {
+            return Err(UriError::BadParam);
+        }
+        check_escapes(params)?;
+        let parsed = Params::new(params);
+        if parsed.iter().any(|param| param.name.is_empty()) {
+            return Err(UriError::BadParam);
+        }
+    }
+    uri.params = Params::new(params);
+    if params_end < rest.len() {
+        let headers = &rest[params_end + 1..];
+        if !headers.iter().all(|&b| is_uri_headers(b)) {
+            return Err(UriError::BadHeaders);
+        }
+        check_escapes(headers)?;
+        uri.headers = Some(headers);
+    }
+    Ok(())
+}
+
+/// Parses `number[;params]` of a `tel:` URI (RFC 3966).
+fn parse_tel<'a>(rest: &'a [u8], uri: &mut Uri<'a>) -> Result<(), UriError> {
+    let number_end = memchr::memchr(b';', rest).unwrap_or(rest.len());
+    let number = &rest[..number_end];
+    let number_ok = !number.is_empty()
+        && number.iter().enumerate().all(|(i, &b)| {
+            b.is_ascii_hexdigit()
+                || matches!(b, b'*' | b'#' | b'-' | b'.' | b'(' | b')')
+                || (b == b'+' && i == 0)
+        });
+    if !number_ok {
+        return Err(UriError::BadNumber);
+    }
+    let params = &rest[number_end..];
+    if !params.iter().all(|&b| is_uri_param(b)) {
+        return Err(UriError::BadParam);
+    }
+    check_escapes(params)?;
+    uri.user = Some(number);
+    uri.params = Params::new(params);
+    Ok(())
+}
+
+fn parse_port(digits: &[u8]) -> Option<u16> {
+    if digits.is_empty() || digits.len() > 5 {
+        return None;
+    }
+    crate::chars::parse_u32(digits).and_then(|n| u16::try_from(n).ok())
+}
+
+/// Checks that every `%` is followed by two hexadecimal digits.
+fn check_escapes(s: &[u8]) -> Result<(), UriError> {
+    let mut rest = s;
+    while let Some(i) = memchr::memchr(b'%', rest) {
+        match rest.get(i + 1..i + 3) {
+            Some([a, b]) if a.is_ascii_hexdigit() && b.is_ascii_hexdigit() => rest = &rest[i + 3..],
+            _ => return Err(UriError::BadEscape),
+        }
+    }
+    Ok(())
+}
+
+fn hex_value(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        b'A'..=b'F' => b - b'A' + 10,
+        _ => 0,
+    }
+}
+
+/// Decodes `%HH` escapes. A `%` that does not start a valid escape is kept as is.
+pub fn unescape(s: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let b = *s.get(i)?;
+        if b == b'%'
+            && let Some([hi, lo]) = s.get(i + 1..i + 3)
+            && hi.is_ascii_hexdigit()
+            && lo.is_ascii_hexdigit()
+        {
+            i += 3;
+            return Some(hex_value(*hi) << 4 | hex_value(*lo));
+        }
+        i += 1;
+        Some(b)
+    })
+}
+
+/// Compares two escaped strings by their decoded bytes (RFC 3261 §19.1.4: `%61lice`
+/// and `alice` are the same user).
+pub fn eq_unescaped(a: &[u8], b: &[u8]) -> bool {
+    unescape(a).eq(unescape(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_uri_with_every_part() {
+        let uri =
+            Uri::parse(b"sips:alice:secret@[2001:db8::1]:5061;transport=tls;lr?subject=hi&x=y")
+                .unwrap();
+        assert_eq!(uri.scheme, Scheme::Sips);
+        assert_eq!(uri.user, Some(&b"alice"[..]));
+        assert_eq!(uri.password, Some(&b"secret"[..]));
+        assert_eq!(uri.host, Host::V6("2001:db8::1".parse().unwrap()));
+        assert_eq!(uri.port, Some(5061));
+        assert_eq!(uri.params.get(b"transport"), Some(Some(&b"tls"[..])));
+        assert_eq!(uri.params.get(b"LR"), Some(None));
+        assert_eq!(uri.headers, Some(&b"subject=hi&x=y"[..]));
+    }
+
+    #[test]
+    fn user_part_may_hold_semicolons_and_escapes() {
+        let uri = Uri::parse(b"sip:user;par=u%40example.net@example.com").unwrap();
+        assert_eq!(uri.user, Some(&b"user;par=u%40example.net"[..]));
+        assert_eq!(uri.host, Host::Name(b"example.com"));
+        assert!(uri.params.is_empty());
+        let decoded: Vec<u8> = unescape(uri.user.unwrap()).collect();
+        assert_eq!(decoded, b"user;par=u@example.net");
+    }
+
+    #[test]
+    fn ipv4_and_host_names() {
+        assert_eq!(
+            Uri::parse(b"sip:10.0.0.1:5060").unwrap().host,
+            Host::V4(Ipv4Addr::new(10, 0, 0, 1))
+        );
+        assert_eq!(Uri::parse(b"sip:1.2.3.4.5"), Err(UriError::BadHost));
+        assert_eq!(Uri::parse(b"sip:a..b"), Err(UriError::BadHost));
+        assert_eq!(Uri::parse(b"sip:-a.b"), Err(UriError::BadHost));
+        assert_eq!(Uri::parse(b"sip:[::1"), Err(UriError::BadHost));
+        assert!(Uri::parse(b"sip:example.com.").is_ok());
+    }
+
+    #[test]
+    fn tel_and_other_schemes() {
+        let tel = Uri::parse(b"tel:+1-201-555-0123;phone-context=example.com").unwrap();
+        assert_eq!(tel.scheme, Scheme::Tel);
+        assert_eq!(tel.user, Some(&b"+1-201-555-0123"[..]));
+        assert!(tel.params.contains(b"phone-context"));
+        assert_eq!(Uri::parse(b"tel:12+3"), Err(UriError::BadNumber));
+        let other = Uri::parse(b"soap.beep://192.0.2.103:3002").unwrap();
+        assert_eq!(other.scheme, Scheme::Other(b"soap.beep"));
+        assert_eq!(other.opaque, b"//192.0.2.103:3002");
+    }
+
+    #[test]
+    fn malformed_uris_say_which_part_failed() {
+        assert_eq!(Uri::parse(b""), Err(UriError::Empty));
+        assert_eq!(Uri::parse(b"sip"), Err(UriError::BadScheme));
+        assert_eq!(Uri::parse(b"<sip:a@b>"), Err(UriError::BadScheme));
+        assert_eq!(Uri::parse(b"sip:a b@c"), Err(UriError::BadUser));
+        assert_eq!(Uri::parse(b"sip:a@b:99999"), Err(UriError::BadPort));
+        assert_eq!(Uri::parse(b"sip:a@b:"), Err(UriError::BadPort));
+        assert_eq!(Uri::parse(b"sip:a@b;;lr"), Err(UriError::BadParam));
+        assert_eq!(Uri::parse(b"sip:a%zz@b"), Err(UriError::BadEscape));
+        assert_eq!(Uri::parse(b"sip:a@b?x=<y>"), Err(UriError::BadHeaders));
+        assert_eq!(Uri::parse_with_limit(b"sip:a@b", 5), Err(UriError::TooLong));
+    }
+
+    #[test]
+    fn escaped_comparison() {
+        assert!(eq_unescaped(b"%61lice", b"alice"));
+        assert!(!eq_unescaped(b"%61lice", b"alicf"));
+        assert_eq!(unescape(b"null-%00-%").collect::<Vec<_>>(), b"null-\0-%");
+    }
+}

@@ -1,0 +1,2 @@
+//! The sipwall binary.
+fn main() {}
