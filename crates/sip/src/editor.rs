@@ -306,8 +306,15 @@ impl Editor {
 
     /// Writes the edited message into `out` (cleared first). Content-Length is set to
     /// the length of the body written, and added if the message had none; edits must
-    /// not touch the Content-Length header themselves.
+    /// not touch the Content-Length header themselves. The editor is empty afterwards,
+    /// ready for the next message, whether this succeeded or not.
     pub fn finish(&mut self, msg: &Message<'_>, out: &mut Vec<u8>) -> Result<(), EditError> {
+        let result = self.write(msg, out);
+        self.clear();
+        result
+    }
+
+    fn write(&mut self, msg: &Message<'_>, out: &mut Vec<u8>) -> Result<(), EditError> {
         let bytes = msg.as_bytes();
         let body = msg.body();
         let body_range = Self::range(msg, body)?;
@@ -368,5 +375,199 @@ fn format_usize(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
         if n == 0 {
             return &buf[i..];
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Framing, Limits};
+
+    const REQUEST: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport, SIP/2.0/UDP 192.0.2.2;branch=z9hG4bK2\r\n\
+Via: SIP/2.0/TCP 192.0.2.3;branch=z9hG4bK3\r\n\
+From: <sip:alice@example.com>;tag=1\r\n\
+To: <sip:bob@example.com>\r\n\
+Subject: folded\r\n  value\r\n\
+Call-ID: c1\r\n\
+CSeq: 1 INVITE\r\n\
+Content-Length: 4\r\n\
+\r\n\
+body";
+
+    fn parse(bytes: &[u8]) -> Message<'_> {
+        Message::parse(bytes, Framing::Datagram, &Limits::default()).unwrap()
+    }
+
+    fn apply(bytes: &[u8], edits: impl FnOnce(&mut Editor, &Message<'_>)) -> Vec<u8> {
+        let msg = parse(bytes);
+        let mut editor = Editor::new();
+        edits(&mut editor, &msg);
+        let mut out = Vec::new();
+        editor.finish(&msg, &mut out).unwrap();
+        out
+    }
+
+    fn text(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    #[test]
+    fn no_edit_reproduces_the_message() {
+        assert_eq!(apply(REQUEST, |_, _| {}), REQUEST);
+    }
+
+    #[test]
+    fn push_and_pop_via() {
+        let out = apply(REQUEST, |editor, msg| {
+            editor.push_via(msg, b"SIP/2.0/UDP edge;branch=z9hG4bKe").unwrap();
+        });
+        let msg = parse(&out);
+        let branches: Vec<_> = msg.vias().map(|v| v.unwrap().branch().unwrap()).collect();
+        assert_eq!(branches, [&b"z9hG4bKe"[..], b"z9hG4bK1", b"z9hG4bK2", b"z9hG4bK3"]);
+
+        // Pop from a header with two entries leaves the second in place.
+        let out = apply(REQUEST, |editor, msg| editor.pop_via(msg).unwrap());
+        assert!(text(&out).contains("\r\nVia: SIP/2.0/UDP 192.0.2.2;branch=z9hG4bK2\r\n"));
+        let msg = parse(&out);
+        assert_eq!(msg.vias().count(), 2);
+
+        // Pop from a header with one entry removes the line.
+        let single = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bKa\r\n\
+Via: SIP/2.0/UDP b;branch=z9hG4bKb\r\nContent-Length: 0\r\n\r\n";
+        let out = apply(single, |editor, msg| editor.pop_via(msg).unwrap());
+        assert_eq!(
+            text(&out),
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP b;branch=z9hG4bKb\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn received_and_rport_are_stamped_on_the_top_via() {
+        let out = apply(REQUEST, |editor, msg| {
+            let via = msg.top_via().unwrap().unwrap();
+            editor
+                .set_param(msg, via.params, b"received", Some(b"203.0.113.7"))
+                .unwrap();
+            editor.set_param(msg, via.params, b"rport", Some(b"40000")).unwrap();
+        });
+        let msg = parse(&out);
+        let via = msg.top_via().unwrap().unwrap();
+        assert_eq!(via.received(), Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(via.rport(), crate::Rport::Value(40000));
+        assert_eq!(via.branch(), Some(&b"z9hG4bK1"[..]));
+        assert_eq!(msg.vias().count(), 3);
+    }
+
+    #[test]
+    fn params_in_uris_and_name_addrs() {
+        let out = apply(REQUEST, |editor, msg| {
+            let to = msg.to().unwrap().unwrap();
+            editor.set_param(msg, to.params, b"tag", Some(b"xyz")).unwrap();
+            editor.set_param(msg, to.uri.params, b"lr", None).unwrap();
+            let from = msg.from().unwrap().unwrap();
+            editor.remove_param(msg, from.params, b"tag").unwrap();
+        });
+        let msg = parse(&out);
+        let to = msg.to().unwrap().unwrap();
+        assert_eq!(to.tag(), Some(&b"xyz"[..]));
+        assert!(to.uri.params.contains(b"lr"));
+        assert_eq!(msg.from().unwrap().unwrap().tag(), None);
+        assert!(text(&out).contains("From: <sip:alice@example.com>\r\n"));
+    }
+
+    #[test]
+    fn headers_are_inserted_removed_and_replaced() {
+        let out = apply(REQUEST, |editor, msg| {
+            editor
+                .insert_header(msg, Position::First, b"X-First", b"1")
+                .unwrap();
+            editor.insert_header(msg, Position::Last, b"X-Last", b"2").unwrap();
+            let subject = msg.header(HeaderName::Subject).unwrap();
+            editor.remove_header(msg, subject.index).unwrap();
+            let call_id = msg.header(HeaderName::CallId).unwrap();
+            editor.replace_header_value(msg, call_id.index, b"masked").unwrap();
+            editor.replace_request_uri(msg, b"sip:bob@10.0.0.5").unwrap();
+        });
+        let msg = parse(&out);
+        let names: Vec<_> = msg.headers().map(|h| h.raw_name).collect();
+        assert_eq!(names.first(), Some(&&b"X-First"[..]));
+        assert_eq!(names.last(), Some(&&b"X-Last"[..]));
+        assert!(msg.header(HeaderName::Subject).is_none());
+        assert_eq!(msg.call_id(), Some(&b"masked"[..]));
+        assert_eq!(msg.request_line().unwrap().uri, b"sip:bob@10.0.0.5");
+        assert_eq!(msg.body(), b"body");
+    }
+
+    #[test]
+    fn content_length_follows_the_body() {
+        let out = apply(REQUEST, |editor, _| editor.set_body(b"longer body"));
+        let msg = parse(&out);
+        assert_eq!(msg.content_length(), Some(11));
+        assert_eq!(msg.body(), b"longer body");
+
+        // Added when missing (a datagram without Content-Length going out over TCP).
+        let bare = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\nxyz";
+        let out = apply(bare, |_, _| {});
+        assert_eq!(
+            text(&out),
+            "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nContent-Length: 3\r\n\r\nxyz"
+        );
+    }
+
+    #[test]
+    fn injected_line_breaks_are_refused() {
+        let msg = parse(REQUEST);
+        let mut editor = Editor::new();
+        assert_eq!(
+            editor.insert_header(&msg, Position::Last, b"X", b"a\r\nVia: evil"),
+            Err(EditError::BadText)
+        );
+        assert_eq!(
+            editor.insert_header(&msg, Position::Last, b"X: y", b"a"),
+            Err(EditError::BadHeaderName)
+        );
+        assert_eq!(
+            editor.replace_request_uri(&msg, b"sip:a\nb"),
+            Err(EditError::BadText)
+        );
+        let via = msg.top_via().unwrap().unwrap();
+        assert_eq!(
+            editor.set_param(&msg, via.params, b"x", Some(b"\0")),
+            Err(EditError::BadText)
+        );
+        assert!(editor.is_empty());
+    }
+
+    #[test]
+    fn foreign_slices_and_overlaps_are_refused() {
+        let msg = parse(REQUEST);
+        let mut editor = Editor::new();
+        let other = b"sip:elsewhere".to_vec();
+        assert_eq!(editor.replace(&msg, &other, b"x"), Err(EditError::NotInMessage));
+        let uri = msg.request_line().unwrap().uri;
+        editor.replace(&msg, uri, b"sip:a@b").unwrap();
+        editor.replace(&msg, &uri[4..], b"c@d").unwrap();
+        let mut out = Vec::new();
+        assert_eq!(editor.finish(&msg, &mut out), Err(EditError::Overlap));
+
+        // Content-Length belongs to the editor.
+        let mut editor = Editor::new();
+        let length = msg.header(HeaderName::ContentLength).unwrap();
+        editor.replace(&msg, length.value, b"99").unwrap();
+        editor.set_body(b"x");
+        assert_eq!(editor.finish(&msg, &mut out), Err(EditError::Overlap));
+    }
+
+    #[test]
+    fn editor_is_reusable() {
+        let msg = parse(REQUEST);
+        let mut editor = Editor::new();
+        let mut out = Vec::new();
+        editor.push_via(&msg, b"SIP/2.0/UDP e;branch=z9hG4bKx").unwrap();
+        editor.finish(&msg, &mut out).unwrap();
+        assert!(editor.is_empty());
+        editor.finish(&msg, &mut out).unwrap();
+        assert_eq!(out, REQUEST);
     }
 }

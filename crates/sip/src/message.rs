@@ -650,3 +650,170 @@ fn check_version(version: &[u8]) -> Result<(), ParseError> {
         Err(ParseError::BadVersion)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> Result<Message<'_>, ParseError> {
+        Message::parse(bytes, Framing::Datagram, &Limits::default())
+    }
+
+    fn with_headers(count: usize) -> Vec<u8> {
+        let mut msg = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
+        for i in 0..count {
+            msg.extend_from_slice(format!("X-H{i}: v{i}\r\n").as_bytes());
+        }
+        msg.extend_from_slice(b"\r\n");
+        msg
+    }
+
+    #[test]
+    fn request_and_response_lines() {
+        let msg = parse(b"REGISTER sip:example.com SIP/2.0\r\nl: 0\r\n\r\n").unwrap();
+        assert_eq!(msg.method(), Some(Method::Register));
+        assert_eq!(msg.request_line().unwrap().uri, b"sip:example.com");
+        assert_eq!(msg.content_length(), Some(0));
+
+        let msg = parse(b"SIP/2.0 486 Busy Here\r\n\r\n").unwrap();
+        assert_eq!(msg.status_code(), Some(486));
+        let StartLine::Response(line) = msg.start_line() else {
+            panic!("expected a response");
+        };
+        assert_eq!(line.reason, b"Busy Here");
+        assert_eq!(parse(b"SIP/2.0 180\r\n\r\n").unwrap().status_code(), Some(180));
+    }
+
+    #[test]
+    fn start_line_errors_name_the_part() {
+        let cases: &[(&[u8], ParseError)] = &[
+            (b"INVITE  sip:a@b SIP/2.0\r\n\r\n", ParseError::BadRequestUri),
+            (b"INVITE sip:a@b SIP/2.0 \r\n\r\n", ParseError::BadVersion),
+            (b"INVITE sip:a@b\r\n\r\n", ParseError::BadVersion),
+            (b"INVITE sip:a@b HTTP/1.1\r\n\r\n", ParseError::BadVersion),
+            (b"INV(ITE sip:a@b SIP/2.0\r\n\r\n", ParseError::BadMethod),
+            (b" INVITE sip:a@b SIP/2.0\r\n\r\n", ParseError::BadMethod),
+            (b"INVITE <sip:a@b> SIP/2.0\r\n\r\n", ParseError::BadRequestUri),
+            (b"INVITE sip:a\x01b SIP/2.0\r\n\r\n", ParseError::BadRequestUri),
+            (b"SIP/2.0 99 Low\r\n\r\n", ParseError::BadStatusCode),
+            (b"SIP/2.0 700 High\r\n\r\n", ParseError::BadStatusCode),
+            (b"SIP/2.0 2000 OK\r\n\r\n", ParseError::BadStatusCode),
+            (b"SIP/2.0 200 O\x00K\r\n\r\n", ParseError::BadReasonPhrase),
+            (b"SIP/2 200 OK\r\n\r\n", ParseError::BadVersion),
+            (b"\r\n\r\n", ParseError::Empty),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse(input).err(), Some(*want), "{}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn header_errors_name_the_rule() {
+        let cases: &[(&[u8], ParseError)] = &[
+            (b"OPTIONS sip:a@b SIP/2.0\r\nVia\r\n\r\n", ParseError::MissingColon { offset: 25 }),
+            (b"OPTIONS sip:a@b SIP/2.0\r\n: x\r\n\r\n", ParseError::BadHeaderName { offset: 25 }),
+            (b"OPTIONS sip:a@b SIP/2.0\r\nX: a\rY: b\r\n\r\n", ParseError::BareCarriageReturn { offset: 29 }),
+            (b"OPTIONS sip:a@b SIP/2.0\r\nX: a\r\n", ParseError::UnterminatedHeaders),
+            (b"OPTIONS sip:a@b SIP/2.0\r\nl: 1\r\nl: 1\r\n\r\nx", ParseError::DuplicateContentLength),
+            (b"OPTIONS sip:a@b SIP/2.0\r\nl: -1\r\n\r\n", ParseError::BadContentLength),
+            (b"OPTIONS sip:a@b SIP/2.0\r\nl: 1 2\r\n\r\n", ParseError::BadContentLength),
+            (b"OPTIONS sip:a@b SIP/2.0\r\nl: 99999999999999999999999\r\n\r\n", ParseError::BadContentLength),
+            (b"OPTIONS sip:a@b SIP/2.0\r\nl: 5\r\n\r\nab", ParseError::BodyTruncated { declared: 5, available: 2 }),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse(input).err(), Some(*want), "{}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn every_limit_has_its_own_error() {
+        let small = Limits {
+            max_message_size: 100,
+            max_headers: 3,
+            max_line_length: 40,
+            max_uri_length: 10,
+        };
+        let run = |input: &[u8]| Message::parse(input, Framing::Datagram, &small).err();
+        assert_eq!(
+            run(&[b'x'; 101]),
+            Some(ParseError::MessageTooLarge { size: 101, limit: 100 })
+        );
+        assert_eq!(run(&with_headers(4)), Some(ParseError::TooManyHeaders { limit: 3 }));
+        assert!(run(&with_headers(3)).is_none());
+        assert_eq!(
+            run(b"OPTIONS sip:a@b SIP/2.0\r\nX: 0123456789012345678901234567890123456\r\n\r\n"),
+            Some(ParseError::LineTooLong { offset: 25, limit: 40 })
+        );
+        // Folded lines count toward the header they continue.
+        assert_eq!(
+            run(b"OPTIONS sip:a@b SIP/2.0\r\nX: 0123456789\r\n 0123456789\r\n 0123456789\r\n\r\n"),
+            Some(ParseError::LineTooLong { offset: 25, limit: 40 })
+        );
+        assert_eq!(
+            run(b"OPTIONS sip:abcdefghijk SIP/2.0\r\n\r\n"),
+            Some(ParseError::UriTooLong { length: 15, limit: 10 })
+        );
+    }
+
+    #[test]
+    fn more_headers_than_fit_inline_when_configured() {
+        let limits = Limits {
+            max_headers: 200,
+            ..Limits::default()
+        };
+        let bytes = with_headers(150);
+        let msg = Message::parse(&bytes, Framing::Datagram, &limits).unwrap();
+        assert_eq!(msg.header_count(), 150);
+        assert_eq!(msg.header_at(149).unwrap().value, b"v149");
+        assert_eq!(msg.headers().count(), 150);
+        // The default limit refuses the same message.
+        assert_eq!(
+            parse(&bytes).err(),
+            Some(ParseError::TooManyHeaders { limit: 64 })
+        );
+    }
+
+    #[test]
+    fn folding_bare_lf_and_leading_crlf() {
+        let msg = parse(b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\nSubject: a\n\tb\nVia: SIP/2.0/UDP h\n\nbody")
+            .unwrap();
+        assert_eq!(msg.header(HeaderName::Subject).unwrap().value, b"a\n\tb");
+        assert_eq!(msg.body(), b"body");
+        assert!(msg.as_bytes().starts_with(b"OPTIONS"));
+    }
+
+    #[test]
+    fn lookups_by_name() {
+        let msg = parse(
+            b"OPTIONS sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP a, SIP/2.0/UDP b\r\nX-A: 1\r\n\
+Via: SIP/2.0/UDP c\r\nx-a: 2\r\n\r\n",
+        )
+        .unwrap();
+        let vias: Vec<_> = msg.values(HeaderName::Via).map(|v| (v.header_index, v.value)).collect();
+        assert_eq!(
+            vias,
+            [(0, &b"SIP/2.0/UDP a"[..]), (0, b"SIP/2.0/UDP b"), (2, b"SIP/2.0/UDP c")]
+        );
+        let custom: Vec<_> = msg.headers_by_raw_name(b"X-a").map(|h| h.value).collect();
+        assert_eq!(custom, [&b"1"[..], b"2"]);
+        assert!(msg.header(HeaderName::Contact).is_none());
+        assert_eq!(msg.headers_named(HeaderName::Contact).count(), 0);
+    }
+
+    #[test]
+    fn list_split_respects_quotes_and_brackets() {
+        let entries: Vec<_> = split_list(br#""a, b" <sip:x;p=1,2>, <sip:y> , ,z"#).collect();
+        assert_eq!(
+            entries,
+            [&br#""a, b" <sip:x;p=1,2>"#[..], b"<sip:y>", b"", b"z"]
+        );
+    }
+
+    #[test]
+    fn keepalives() {
+        assert!(is_keepalive(b"\r\n\r\n"));
+        assert!(is_keepalive(b"\r\n"));
+        assert!(!is_keepalive(b""));
+        assert!(!is_keepalive(b"\r\nX"));
+    }
+}

@@ -1,2 +1,128 @@
-//! The sipwall binary.
-fn main() {}
+//! The sipwall command line.
+//!
+//! `sipwall inspect` reads one SIP message and says what sipwall's parser and sanity
+//! checks make of it: the verdict an edge proxy would reach, the rule behind a
+//! rejection, and the status it would answer with. Operators use it to understand why a
+//! device's messages are refused; tests use it to check the binary end to end.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sipwall_sip::{Framing, Limits, Message, Sanity, StartLine};
+
+#[derive(Parser)]
+#[command(name = "sipwall", version, about = "SIP edge firewall")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse one SIP message and print the verdict of the parser and sanity checks.
+    ///
+    /// Exit status: 0 if the message would be forwarded, 1 if it would be refused,
+    /// 2 on a usage or input error.
+    Inspect {
+        /// File holding the message; standard input if absent.
+        file: Option<PathBuf>,
+        /// Treat the input as one message from a TCP/TLS stream (Content-Length
+        /// required) rather than a UDP datagram.
+        #[arg(long)]
+        stream: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("sipwall: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Inspect { file, stream } => {
+            let bytes = match &file {
+                Some(path) => {
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+                }
+                None => {
+                    let mut bytes = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut bytes)
+                        .context("reading standard input")?;
+                    bytes
+                }
+            };
+            let framing = if stream {
+                Framing::Stream
+            } else {
+                Framing::Datagram
+            };
+            Ok(inspect(&bytes, framing))
+        }
+    }
+}
+
+/// Prints the verdict for one message and returns the exit status.
+fn inspect(bytes: &[u8], framing: Framing) -> ExitCode {
+    let msg = match Message::parse(bytes, framing, &Limits::default()) {
+        Ok(msg) => msg,
+        Err(error) => {
+            println!("verdict: refuse (parser: {error})");
+            println!("answer: 400 Bad Request if the message can be answered, else drop");
+            return ExitCode::from(1);
+        }
+    };
+    match msg.start_line() {
+        StartLine::Request(line) => println!(
+            "request: {} {}",
+            String::from_utf8_lossy(line.method.as_bytes()),
+            String::from_utf8_lossy(line.uri)
+        ),
+        StartLine::Response(line) => println!(
+            "response: {} {}",
+            line.code,
+            String::from_utf8_lossy(line.reason)
+        ),
+    }
+    println!(
+        "headers: {}, body: {} bytes",
+        msg.header_count(),
+        msg.body().len()
+    );
+    if let Some(Ok(via)) = msg.top_via() {
+        println!(
+            "top via: {} {} branch={}",
+            String::from_utf8_lossy(via.transport),
+            String::from_utf8_lossy(via.host_raw),
+            String::from_utf8_lossy(via.branch().unwrap_or(b"-"))
+        );
+    }
+    if let Some(agent) = msg.user_agent() {
+        println!("user-agent: {}", String::from_utf8_lossy(agent));
+    }
+    match Sanity::new().check(&msg) {
+        Ok(()) => {
+            println!("verdict: forward");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            println!("verdict: refuse (sanity {:?}: {error})", error.check());
+            if msg.is_request() {
+                println!("answer: {}", error.status_code());
+            } else {
+                println!("answer: drop (responses are never answered)");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
