@@ -420,11 +420,16 @@ body";
     #[test]
     fn push_and_pop_via() {
         let out = apply(REQUEST, |editor, msg| {
-            editor.push_via(msg, b"SIP/2.0/UDP edge;branch=z9hG4bKe").unwrap();
+            editor
+                .push_via(msg, b"SIP/2.0/UDP edge;branch=z9hG4bKe")
+                .unwrap();
         });
         let msg = parse(&out);
         let branches: Vec<_> = msg.vias().map(|v| v.unwrap().branch().unwrap()).collect();
-        assert_eq!(branches, [&b"z9hG4bKe"[..], b"z9hG4bK1", b"z9hG4bK2", b"z9hG4bK3"]);
+        assert_eq!(
+            branches,
+            [&b"z9hG4bKe"[..], b"z9hG4bK1", b"z9hG4bK2", b"z9hG4bK3"]
+        );
 
         // Pop from a header with two entries leaves the second in place.
         let out = apply(REQUEST, |editor, msg| editor.pop_via(msg).unwrap());
@@ -449,7 +454,9 @@ Via: SIP/2.0/UDP b;branch=z9hG4bKb\r\nContent-Length: 0\r\n\r\n";
             editor
                 .set_param(msg, via.params, b"received", Some(b"203.0.113.7"))
                 .unwrap();
-            editor.set_param(msg, via.params, b"rport", Some(b"40000")).unwrap();
+            editor
+                .set_param(msg, via.params, b"rport", Some(b"40000"))
+                .unwrap();
         });
         let msg = parse(&out);
         let via = msg.top_via().unwrap().unwrap();
@@ -463,7 +470,9 @@ Via: SIP/2.0/UDP b;branch=z9hG4bKb\r\nContent-Length: 0\r\n\r\n";
     fn params_in_uris_and_name_addrs() {
         let out = apply(REQUEST, |editor, msg| {
             let to = msg.to().unwrap().unwrap();
-            editor.set_param(msg, to.params, b"tag", Some(b"xyz")).unwrap();
+            editor
+                .set_param(msg, to.params, b"tag", Some(b"xyz"))
+                .unwrap();
             editor.set_param(msg, to.uri.params, b"lr", None).unwrap();
             let from = msg.from().unwrap().unwrap();
             editor.remove_param(msg, from.params, b"tag").unwrap();
@@ -482,12 +491,18 @@ Via: SIP/2.0/UDP b;branch=z9hG4bKb\r\nContent-Length: 0\r\n\r\n";
             editor
                 .insert_header(msg, Position::First, b"X-First", b"1")
                 .unwrap();
-            editor.insert_header(msg, Position::Last, b"X-Last", b"2").unwrap();
+            editor
+                .insert_header(msg, Position::Last, b"X-Last", b"2")
+                .unwrap();
             let subject = msg.header(HeaderName::Subject).unwrap();
             editor.remove_header(msg, subject.index).unwrap();
             let call_id = msg.header(HeaderName::CallId).unwrap();
-            editor.replace_header_value(msg, call_id.index, b"masked").unwrap();
-            editor.replace_request_uri(msg, b"sip:bob@10.0.0.5").unwrap();
+            editor
+                .replace_header_value(msg, call_id.index, b"masked")
+                .unwrap();
+            editor
+                .replace_request_uri(msg, b"sip:bob@10.0.0.5")
+                .unwrap();
         });
         let msg = parse(&out);
         let names: Vec<_> = msg.headers().map(|h| h.raw_name).collect();
@@ -544,7 +559,10 @@ Via: SIP/2.0/UDP b;branch=z9hG4bKb\r\nContent-Length: 0\r\n\r\n";
         let msg = parse(REQUEST);
         let mut editor = Editor::new();
         let other = b"sip:elsewhere".to_vec();
-        assert_eq!(editor.replace(&msg, &other, b"x"), Err(EditError::NotInMessage));
+        assert_eq!(
+            editor.replace(&msg, &other, b"x"),
+            Err(EditError::NotInMessage)
+        );
         let uri = msg.request_line().unwrap().uri;
         editor.replace(&msg, uri, b"sip:a@b").unwrap();
         editor.replace(&msg, &uri[4..], b"c@d").unwrap();
@@ -564,7 +582,9 @@ Via: SIP/2.0/UDP b;branch=z9hG4bKb\r\nContent-Length: 0\r\n\r\n";
         let msg = parse(REQUEST);
         let mut editor = Editor::new();
         let mut out = Vec::new();
-        editor.push_via(&msg, b"SIP/2.0/UDP e;branch=z9hG4bKx").unwrap();
+        editor
+            .push_via(&msg, b"SIP/2.0/UDP e;branch=z9hG4bKx")
+            .unwrap();
         editor.finish(&msg, &mut out).unwrap();
         assert!(editor.is_empty());
         editor.finish(&msg, &mut out).unwrap();

@@ -681,20 +681,32 @@ mod tests {
             panic!("expected a response");
         };
         assert_eq!(line.reason, b"Busy Here");
-        assert_eq!(parse(b"SIP/2.0 180\r\n\r\n").unwrap().status_code(), Some(180));
+        assert_eq!(
+            parse(b"SIP/2.0 180\r\n\r\n").unwrap().status_code(),
+            Some(180)
+        );
     }
 
     #[test]
     fn start_line_errors_name_the_part() {
         let cases: &[(&[u8], ParseError)] = &[
-            (b"INVITE  sip:a@b SIP/2.0\r\n\r\n", ParseError::BadRequestUri),
+            (
+                b"INVITE  sip:a@b SIP/2.0\r\n\r\n",
+                ParseError::BadRequestUri,
+            ),
             (b"INVITE sip:a@b SIP/2.0 \r\n\r\n", ParseError::BadVersion),
             (b"INVITE sip:a@b\r\n\r\n", ParseError::BadVersion),
             (b"INVITE sip:a@b HTTP/1.1\r\n\r\n", ParseError::BadVersion),
             (b"INV(ITE sip:a@b SIP/2.0\r\n\r\n", ParseError::BadMethod),
             (b" INVITE sip:a@b SIP/2.0\r\n\r\n", ParseError::BadMethod),
-            (b"INVITE <sip:a@b> SIP/2.0\r\n\r\n", ParseError::BadRequestUri),
-            (b"INVITE sip:a\x01b SIP/2.0\r\n\r\n", ParseError::BadRequestUri),
+            (
+                b"INVITE <sip:a@b> SIP/2.0\r\n\r\n",
+                ParseError::BadRequestUri,
+            ),
+            (
+                b"INVITE sip:a\x01b SIP/2.0\r\n\r\n",
+                ParseError::BadRequestUri,
+            ),
             (b"SIP/2.0 99 Low\r\n\r\n", ParseError::BadStatusCode),
             (b"SIP/2.0 700 High\r\n\r\n", ParseError::BadStatusCode),
             (b"SIP/2.0 2000 OK\r\n\r\n", ParseError::BadStatusCode),
@@ -703,25 +715,65 @@ mod tests {
             (b"\r\n\r\n", ParseError::Empty),
         ];
         for (input, want) in cases {
-            assert_eq!(parse(input).err(), Some(*want), "{}", String::from_utf8_lossy(input));
+            assert_eq!(
+                parse(input).err(),
+                Some(*want),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
     #[test]
     fn header_errors_name_the_rule() {
         let cases: &[(&[u8], ParseError)] = &[
-            (b"OPTIONS sip:a@b SIP/2.0\r\nVia\r\n\r\n", ParseError::MissingColon { offset: 25 }),
-            (b"OPTIONS sip:a@b SIP/2.0\r\n: x\r\n\r\n", ParseError::BadHeaderName { offset: 25 }),
-            (b"OPTIONS sip:a@b SIP/2.0\r\nX: a\rY: b\r\n\r\n", ParseError::BareCarriageReturn { offset: 29 }),
-            (b"OPTIONS sip:a@b SIP/2.0\r\nX: a\r\n", ParseError::UnterminatedHeaders),
-            (b"OPTIONS sip:a@b SIP/2.0\r\nl: 1\r\nl: 1\r\n\r\nx", ParseError::DuplicateContentLength),
-            (b"OPTIONS sip:a@b SIP/2.0\r\nl: -1\r\n\r\n", ParseError::BadContentLength),
-            (b"OPTIONS sip:a@b SIP/2.0\r\nl: 1 2\r\n\r\n", ParseError::BadContentLength),
-            (b"OPTIONS sip:a@b SIP/2.0\r\nl: 99999999999999999999999\r\n\r\n", ParseError::BadContentLength),
-            (b"OPTIONS sip:a@b SIP/2.0\r\nl: 5\r\n\r\nab", ParseError::BodyTruncated { declared: 5, available: 2 }),
+            (
+                b"OPTIONS sip:a@b SIP/2.0\r\nVia\r\n\r\n",
+                ParseError::MissingColon { offset: 25 },
+            ),
+            (
+                b"OPTIONS sip:a@b SIP/2.0\r\n: x\r\n\r\n",
+                ParseError::BadHeaderName { offset: 25 },
+            ),
+            (
+                b"OPTIONS sip:a@b SIP/2.0\r\nX: a\rY: b\r\n\r\n",
+                ParseError::BareCarriageReturn { offset: 29 },
+            ),
+            (
+                b"OPTIONS sip:a@b SIP/2.0\r\nX: a\r\n",
+                ParseError::UnterminatedHeaders,
+            ),
+            (
+                b"OPTIONS sip:a@b SIP/2.0\r\nl: 1\r\nl: 1\r\n\r\nx",
+                ParseError::DuplicateContentLength,
+            ),
+            (
+                b"OPTIONS sip:a@b SIP/2.0\r\nl: -1\r\n\r\n",
+                ParseError::BadContentLength,
+            ),
+            (
+                b"OPTIONS sip:a@b SIP/2.0\r\nl: 1 2\r\n\r\n",
+                ParseError::BadContentLength,
+            ),
+            (
+                b"OPTIONS sip:a@b SIP/2.0\r\nl: 99999999999999999999999\r\n\r\n",
+                ParseError::BadContentLength,
+            ),
+            (
+                b"OPTIONS sip:a@b SIP/2.0\r\nl: 5\r\n\r\nab",
+                ParseError::BodyTruncated {
+                    declared: 5,
+                    available: 2,
+                },
+            ),
         ];
         for (input, want) in cases {
-            assert_eq!(parse(input).err(), Some(*want), "{}", String::from_utf8_lossy(input));
+            assert_eq!(
+                parse(input).err(),
+                Some(*want),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
@@ -736,22 +788,37 @@ mod tests {
         let run = |input: &[u8]| Message::parse(input, Framing::Datagram, &small).err();
         assert_eq!(
             run(&[b'x'; 101]),
-            Some(ParseError::MessageTooLarge { size: 101, limit: 100 })
+            Some(ParseError::MessageTooLarge {
+                size: 101,
+                limit: 100
+            })
         );
-        assert_eq!(run(&with_headers(4)), Some(ParseError::TooManyHeaders { limit: 3 }));
+        assert_eq!(
+            run(&with_headers(4)),
+            Some(ParseError::TooManyHeaders { limit: 3 })
+        );
         assert!(run(&with_headers(3)).is_none());
         assert_eq!(
             run(b"OPTIONS sip:a@b SIP/2.0\r\nX: 0123456789012345678901234567890123456\r\n\r\n"),
-            Some(ParseError::LineTooLong { offset: 25, limit: 40 })
+            Some(ParseError::LineTooLong {
+                offset: 25,
+                limit: 40
+            })
         );
         // Folded lines count toward the header they continue.
         assert_eq!(
             run(b"OPTIONS sip:a@b SIP/2.0\r\nX: 0123456789\r\n 0123456789\r\n 0123456789\r\n\r\n"),
-            Some(ParseError::LineTooLong { offset: 25, limit: 40 })
+            Some(ParseError::LineTooLong {
+                offset: 25,
+                limit: 40
+            })
         );
         assert_eq!(
             run(b"OPTIONS sip:abcdefghijk SIP/2.0\r\n\r\n"),
-            Some(ParseError::UriTooLong { length: 15, limit: 10 })
+            Some(ParseError::UriTooLong {
+                length: 15,
+                limit: 10
+            })
         );
     }
 
@@ -775,8 +842,9 @@ mod tests {
 
     #[test]
     fn folding_bare_lf_and_leading_crlf() {
-        let msg = parse(b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\nSubject: a\n\tb\nVia: SIP/2.0/UDP h\n\nbody")
-            .unwrap();
+        let msg =
+            parse(b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\nSubject: a\n\tb\nVia: SIP/2.0/UDP h\n\nbody")
+                .unwrap();
         assert_eq!(msg.header(HeaderName::Subject).unwrap().value, b"a\n\tb");
         assert_eq!(msg.body(), b"body");
         assert!(msg.as_bytes().starts_with(b"OPTIONS"));
@@ -789,10 +857,17 @@ mod tests {
 Via: SIP/2.0/UDP c\r\nx-a: 2\r\n\r\n",
         )
         .unwrap();
-        let vias: Vec<_> = msg.values(HeaderName::Via).map(|v| (v.header_index, v.value)).collect();
+        let vias: Vec<_> = msg
+            .values(HeaderName::Via)
+            .map(|v| (v.header_index, v.value))
+            .collect();
         assert_eq!(
             vias,
-            [(0, &b"SIP/2.0/UDP a"[..]), (0, b"SIP/2.0/UDP b"), (2, b"SIP/2.0/UDP c")]
+            [
+                (0, &b"SIP/2.0/UDP a"[..]),
+                (0, b"SIP/2.0/UDP b"),
+                (2, b"SIP/2.0/UDP c")
+            ]
         );
         let custom: Vec<_> = msg.headers_by_raw_name(b"X-a").map(|h| h.value).collect();
         assert_eq!(custom, [&b"1"[..], b"2"]);

@@ -510,7 +510,10 @@ Max-Forwards: 70\r\n";
 
     /// Checks BASE with `extra` header lines appended, or with `from` replaced by `to`.
     fn check_with(replace: (&str, &str), extra: &str) -> Result<(), SanityError> {
-        let text = format!("{}{extra}Content-Length: 0\r\n\r\n", BASE.replace(replace.0, replace.1));
+        let text = format!(
+            "{}{extra}Content-Length: 0\r\n\r\n",
+            BASE.replace(replace.0, replace.1)
+        );
         let msg = Message::parse(text.as_bytes(), Framing::Datagram, &Limits::default())
             .expect("test messages parse");
         Sanity::new().check(&msg)
@@ -533,57 +536,127 @@ nonce=\"n\", uri=\"sip:bob@example.com\", response=\"0123456789abcdef0123456789a
     fn each_check_reports_itself() {
         use HeaderName as H;
         let cases: Vec<(Result<(), SanityError>, SanityError, u16)> = vec![
-            (check_with(("SIP/2.0\r\n", "SIP/3.0\r\n"), ""), SanityError::UnsupportedVersion, 505),
-            (check_with(("Call-ID: c1\r\n", ""), ""), SanityError::MissingHeader(H::CallId), 400),
-            (check_extra("f: <sip:x@y>\r\n"), SanityError::DuplicateHeader(H::From), 400),
-            (check_extra("Max-Forwards: 3\r\n"), SanityError::DuplicateHeader(H::MaxForwards), 400),
+            (
+                check_with(("SIP/2.0\r\n", "SIP/3.0\r\n"), ""),
+                SanityError::UnsupportedVersion,
+                505,
+            ),
+            (
+                check_with(("Call-ID: c1\r\n", ""), ""),
+                SanityError::MissingHeader(H::CallId),
+                400,
+            ),
+            (
+                check_extra("f: <sip:x@y>\r\n"),
+                SanityError::DuplicateHeader(H::From),
+                400,
+            ),
+            (
+                check_extra("Max-Forwards: 3\r\n"),
+                SanityError::DuplicateHeader(H::MaxForwards),
+                400,
+            ),
             (
                 check_with(("sip:bob@example.com SIP", "sip:bob@exa..mple SIP"), ""),
                 SanityError::RequestUri(UriError::BadHost),
                 400,
             ),
-            (check_with(("INVITE sip:", "INVITE http:"), ""), SanityError::UnsupportedUriScheme, 416),
-            (check_with(("1 INVITE", "2147483648 INVITE"), ""), SanityError::CSeqValue, 400),
-            (check_with(("1 INVITE", "1 BYE"), ""), SanityError::CSeqMethod, 400),
-            (check_with(("Forwards: 70", "Forwards: 0"), ""), SanityError::TooManyHops, 483),
+            (
+                check_with(("INVITE sip:", "INVITE http:"), ""),
+                SanityError::UnsupportedUriScheme,
+                416,
+            ),
+            (
+                check_with(("1 INVITE", "2147483648 INVITE"), ""),
+                SanityError::CSeqValue,
+                400,
+            ),
+            (
+                check_with(("1 INVITE", "1 BYE"), ""),
+                SanityError::CSeqMethod,
+                400,
+            ),
+            (
+                check_with(("Forwards: 70", "Forwards: 0"), ""),
+                SanityError::TooManyHops,
+                483,
+            ),
             (
                 check_with(("Forwards: 70", "Forwards: 256"), ""),
-                SanityError::Header { header: H::MaxForwards, error: FieldError::OutOfRange },
+                SanityError::Header {
+                    header: H::MaxForwards,
+                    error: FieldError::OutOfRange,
+                },
                 400,
             ),
-            (check_with(("SIP/2.0/UDP", "SIP/1.0/UDP"), ""), SanityError::ViaProtocol, 400),
+            (
+                check_with(("SIP/2.0/UDP", "SIP/1.0/UDP"), ""),
+                SanityError::ViaProtocol,
+                400,
+            ),
             (
                 check_with(("branch=z9hG4bK1", "branch="), ""),
-                SanityError::Header { header: H::Via, error: FieldError::BadParam },
+                SanityError::Header {
+                    header: H::Via,
+                    error: FieldError::BadParam,
+                },
                 400,
             ),
-            (check_with(("tag=1", "tag=1;tag=2"), ""), SanityError::DuplicateTag(H::From), 400),
+            (
+                check_with(("tag=1", "tag=1;tag=2"), ""),
+                SanityError::DuplicateTag(H::From),
+                400,
+            ),
             (
                 check_extra("Expires: 4294967296\r\n"),
-                SanityError::Header { header: H::Expires, error: FieldError::OutOfRange },
+                SanityError::Header {
+                    header: H::Expires,
+                    error: FieldError::OutOfRange,
+                },
                 400,
             ),
             (
                 check_extra("Contact: <sip:a@b>;expires=x\r\n"),
-                SanityError::Header { header: H::Contact, error: FieldError::BadNumber },
+                SanityError::Header {
+                    header: H::Contact,
+                    error: FieldError::BadNumber,
+                },
                 400,
             ),
-            (check_extra("Proxy-Require: foo\r\n"), SanityError::BadExtension, 420),
-            (check_extra("Require: a,,b\r\n"), SanityError::BadOptionTag(H::Require), 400),
+            (
+                check_extra("Proxy-Require: foo\r\n"),
+                SanityError::BadExtension,
+                420,
+            ),
+            (
+                check_extra("Require: a,,b\r\n"),
+                SanityError::BadOptionTag(H::Require),
+                400,
+            ),
             (
                 check_extra("Authorization: Digest username=\"alice\"\r\n"),
                 SanityError::DigestCredentials,
                 400,
             ),
             (
-                check_extra(&format!("{}\r\n", DIGEST.replace("0123456789abcdef0123", "xyz"))),
+                check_extra(&format!(
+                    "{}\r\n",
+                    DIGEST.replace("0123456789abcdef0123", "xyz")
+                )),
                 SanityError::DigestCredentials,
                 400,
             ),
-            (check_extra(&format!("{DIGEST}, qop=auth\r\n")), SanityError::DigestCredentials, 400),
+            (
+                check_extra(&format!("{DIGEST}, qop=auth\r\n")),
+                SanityError::DigestCredentials,
+                400,
+            ),
             (
                 check_extra("Date: Sat, 13 Nov 2010 23:29:00 PST\r\n"),
-                SanityError::Header { header: H::Date, error: FieldError::BadDate },
+                SanityError::Header {
+                    header: H::Date,
+                    error: FieldError::BadDate,
+                },
                 400,
             ),
         ];
@@ -625,7 +698,10 @@ nonce=\"n\", uri=\"sip:bob@example.com\", response=\"0123456789abcdef0123456789a
 
     #[test]
     fn disabled_checks_do_not_run() {
-        let text = format!("{}Content-Length: 0\r\n\r\n", BASE.replace("Forwards: 70", "Forwards: 0"));
+        let text = format!(
+            "{}Content-Length: 0\r\n\r\n",
+            BASE.replace("Forwards: 70", "Forwards: 0")
+        );
         let msg = Message::parse(text.as_bytes(), Framing::Datagram, &Limits::default()).unwrap();
         assert_eq!(Sanity::new().check(&msg), Err(SanityError::TooManyHops));
         let lenient = Sanity::new().without(Check::MaxForwards);
@@ -638,8 +714,8 @@ nonce=\"n\", uri=\"sip:bob@example.com\", response=\"0123456789abcdef0123456789a
         let response = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
 Via: SIP/2.0/UDP 192.0.2.2;received=224.0.0.1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\n\
 Call-ID: x\r\nCSeq: 1 INVITE\r\nMax-Forwards: 0\r\nContent-Length: 0\r\n\r\n";
-        let msg = Message::parse(response.as_bytes(), Framing::Datagram, &Limits::default())
-            .unwrap();
+        let msg =
+            Message::parse(response.as_bytes(), Framing::Datagram, &Limits::default()).unwrap();
         assert_eq!(Sanity::new().check(&msg), Err(SanityError::ViaBroadcast));
         let fixed = response.replace("224.0.0.1", "203.0.113.1");
         let msg = Message::parse(fixed.as_bytes(), Framing::Datagram, &Limits::default()).unwrap();

@@ -96,7 +96,9 @@ fn parsing_reading_checking_and_editing_do_not_allocate() {
         editor
             .set_param(&msg, via.params, b"received", Some(b"203.0.113.9"))
             .unwrap();
-        editor.replace_request_uri(&msg, b"sip:bob@10.0.0.5:5080").unwrap();
+        editor
+            .replace_request_uri(&msg, b"sip:bob@10.0.0.5:5080")
+            .unwrap();
         editor.finish(&msg, out).unwrap();
     };
     edit(&mut editor, &mut out);

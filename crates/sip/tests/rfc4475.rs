@@ -54,7 +54,10 @@ fn expectations() -> Vec<(&'static str, Expect)> {
         ("noreason.dat", Forward),
         // 3.1.2 invalid.
         // Empty Via and Contact parameters (`;;,;,,`).
-        ("badinv01.dat", Refuse(field(HeaderName::Via, FieldError::BadParam), 400)),
+        (
+            "badinv01.dat",
+            Refuse(field(HeaderName::Via, FieldError::BadParam), 400),
+        ),
         (
             "clerr.dat",
             ParseError(ParseError::BodyTruncated {
@@ -64,9 +67,18 @@ fn expectations() -> Vec<(&'static str, Expect)> {
         ),
         ("ncl.dat", ParseError(ParseError::BadContentLength)),
         // CSeq above 2**32 (Max-Forwards 300 and the huge Expires would fail next).
-        ("scalar02.dat", Refuse(field(HeaderName::CSeq, FieldError::OutOfRange), 400)),
-        ("scalarlg.dat", Refuse(field(HeaderName::CSeq, FieldError::OutOfRange), 400)),
-        ("quotbal.dat", Refuse(field(HeaderName::To, FieldError::UnterminatedQuote), 400)),
+        (
+            "scalar02.dat",
+            Refuse(field(HeaderName::CSeq, FieldError::OutOfRange), 400),
+        ),
+        (
+            "scalarlg.dat",
+            Refuse(field(HeaderName::CSeq, FieldError::OutOfRange), 400),
+        ),
+        (
+            "quotbal.dat",
+            Refuse(field(HeaderName::To, FieldError::UnterminatedQuote), 400),
+        ),
         ("ltgtruri.dat", ParseError(ParseError::BadRequestUri)),
         // `sip:user@example.com; lr` splits the line in four: the version is wrong.
         ("lwsruri.dat", ParseError(ParseError::BadVersion)),
@@ -74,9 +86,18 @@ fn expectations() -> Vec<(&'static str, Expect)> {
         ("lwsstart.dat", ParseError(ParseError::BadRequestUri)),
         ("trws.dat", ParseError(ParseError::BadVersion)),
         ("escruri.dat", Refuse(SanityError::RequestUriHeaders, 400)),
-        ("baddate.dat", Refuse(field(HeaderName::Date, FieldError::BadDate), 400)),
-        ("regbadct.dat", Refuse(field(HeaderName::Contact, FieldError::UnbracketedUri), 400)),
-        ("badaspec.dat", Refuse(field(HeaderName::To, FieldError::SpaceInAngle), 400)),
+        (
+            "baddate.dat",
+            Refuse(field(HeaderName::Date, FieldError::BadDate), 400),
+        ),
+        (
+            "regbadct.dat",
+            Refuse(field(HeaderName::Contact, FieldError::UnbracketedUri), 400),
+        ),
+        (
+            "badaspec.dat",
+            Refuse(field(HeaderName::To, FieldError::SpaceInAngle), 400),
+        ),
         // Unquoted comma in a display name. The message also lacks the empty line that
         // ends the headers, which the parser refuses first.
         ("baddn.dat", ParseError(ParseError::UnterminatedHeaders)),
@@ -88,11 +109,17 @@ fn expectations() -> Vec<(&'static str, Expect)> {
         // its own branch from the request, so it forwards; the UAS deals with matching.
         ("badbranch.dat", Forward),
         // 3.3.1: no To, From, Call-ID: refused with 400 as the RFC asks.
-        ("insuf.dat", Refuse(SanityError::MissingHeader(HeaderName::To), 400)),
+        (
+            "insuf.dat",
+            Refuse(SanityError::MissingHeader(HeaderName::To), 400),
+        ),
         // 3.3.2, 3.3.3: the edge fronts a SIP server: any scheme but sip, sips and tel in
         // the Request-URI is answered 416 (Unsupported URI Scheme).
         ("unkscm.dat", Refuse(SanityError::UnsupportedUriScheme, 416)),
-        ("novelsc.dat", Refuse(SanityError::UnsupportedUriScheme, 416)),
+        (
+            "novelsc.dat",
+            Refuse(SanityError::UnsupportedUriScheme, 416),
+        ),
         // 3.3.4: unknown schemes in To/From/Contact are opaque data to a proxy: forwarded.
         ("unksm2.dat", Forward),
         // 3.3.5: Proxy-Require names extensions no proxy supports: 420 Bad Extension.
@@ -103,7 +130,10 @@ fn expectations() -> Vec<(&'static str, Expect)> {
         // 3.3.7: an unknown authorization scheme is for the registrar to reject: forwarded.
         ("regaut01.dat", Forward),
         // 3.3.8: two To, From, Call-ID, CSeq: refused with 400.
-        ("multi01.dat", Refuse(SanityError::DuplicateHeader(HeaderName::To), 400)),
+        (
+            "multi01.dat",
+            Refuse(SanityError::DuplicateHeader(HeaderName::To), 400),
+        ),
         // 3.3.9: two Content-Length values frame two different bodies (a smuggling
         // vector): the parser refuses the message.
         ("mcl01.dat", ParseError(ParseError::DuplicateContentLength)),
@@ -174,7 +204,10 @@ fn datagram_with_two_messages_keeps_only_the_first() {
     let msg = parse(&bytes).unwrap();
     assert_eq!(msg.body(), b"");
     assert!(msg.as_bytes().len() < bytes.len());
-    assert_eq!(msg.call_id(), Some(&b"dblreq.0ha0isndaksdj99sdfafnl3lk233412"[..]));
+    assert_eq!(
+        msg.call_id(),
+        Some(&b"dblreq.0ha0isndaksdj99sdfafnl3lk233412"[..])
+    );
 }
 
 #[test]
@@ -197,12 +230,12 @@ fn tortuous_invite_reads_correctly() {
         panic!("expected an address");
     };
     assert_eq!(contact.params.get(b"q"), Some(Some(&b"0.33"[..])));
-    assert_eq!(contact.params.get(b"newparam"), Some(Some(&b"newvalue"[..])));
+    assert_eq!(
+        contact.params.get(b"newparam"),
+        Some(Some(&b"newvalue"[..]))
+    );
     assert_eq!(msg.header(HeaderName::Subject).unwrap().value, b"");
-    let unknown = msg
-        .headers_by_raw_name(b"newfangledheader")
-        .next()
-        .unwrap();
+    let unknown = msg.headers_by_raw_name(b"newfangledheader").next().unwrap();
     assert_eq!(
         unknown.value,
         b"newfangled value\r\n continued newfangled value"
@@ -239,10 +272,16 @@ fn unusual_method_and_uri_are_kept_verbatim() {
     let bytes = std::fs::read(data_dir().join("intmeth.dat")).unwrap();
     let msg = parse(&bytes).unwrap();
     let method = msg.method().unwrap();
-    assert_eq!(method.as_bytes(), b"!interesting-Method0123456789_*+`.%indeed'~");
+    assert_eq!(
+        method.as_bytes(),
+        b"!interesting-Method0123456789_*+`.%indeed'~"
+    );
     let uri = msg.request_uri().unwrap().unwrap();
     assert_eq!(uri.host, Host::Name(b"example.com"));
-    assert_eq!(uri.password, Some(&b"&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"[..]));
+    assert_eq!(
+        uri.password,
+        Some(&b"&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"[..])
+    );
 }
 
 #[test]
@@ -269,15 +308,24 @@ fn contact_parameters_land_where_they_belong() {
     let Some(Ok(Contact::Address(addr))) = msg.contacts().next() else {
         panic!("expected a contact");
     };
-    assert_eq!(addr.uri.headers, Some(&b"Route=%3Csip:sip.example.com%3E"[..]));
+    assert_eq!(
+        addr.uri.headers,
+        Some(&b"Route=%3Csip:sip.example.com%3E"[..])
+    );
 }
 
 #[test]
 fn unknown_schemes_in_headers_are_opaque() {
     let bytes = std::fs::read(data_dir().join("unksm2.dat")).unwrap();
     let msg = parse(&bytes).unwrap();
-    assert_eq!(msg.to().unwrap().unwrap().uri.scheme, Scheme::Other(b"isbn"));
-    assert_eq!(msg.from().unwrap().unwrap().uri.scheme, Scheme::Other(b"http"));
+    assert_eq!(
+        msg.to().unwrap().unwrap().uri.scheme,
+        Scheme::Other(b"isbn")
+    );
+    assert_eq!(
+        msg.from().unwrap().unwrap().uri.scheme,
+        Scheme::Other(b"http")
+    );
 }
 
 #[test]

@@ -36,7 +36,10 @@ fn valid_message_is_forwarded() {
 fn parser_rejection_names_the_rule() {
     let (code, out) = inspect(&[&vector("mcl01.dat")]);
     assert_eq!(code, 1);
-    assert!(out.contains("verdict: refuse (parser: more than one Content-Length"), "{out}");
+    assert!(
+        out.contains("verdict: refuse (parser: more than one Content-Length"),
+        "{out}"
+    );
 }
 
 #[test]
