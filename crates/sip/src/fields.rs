@@ -25,6 +25,10 @@ pub struct NameAddr<'a> {
     pub params: Params<'a>,
     /// True if the URI was enclosed in `<` and `>`.
     pub bracketed: bool,
+    /// The first `tag` parameter, read while validating.
+    tag: Option<&'a [u8]>,
+    /// How many `tag` parameters there are (more than one is malformed).
+    tag_count: u8,
 }
 
 impl<'a> NameAddr<'a> {
@@ -80,21 +84,38 @@ impl<'a> NameAddr<'a> {
         };
         let uri = Uri::parse_with_limit(uri_raw, max_uri_length)?;
         let params = header_params(after)?;
+        let mut tag = None;
+        let mut tag_count = 0u8;
+        for param in params.iter() {
+            param.validate()?;
+            if param.name.eq_ignore_ascii_case(b"tag") {
+                tag_count = tag_count.saturating_add(1);
+                tag = tag.or(param.value);
+            }
+        }
         Ok(NameAddr {
             display_name,
             uri,
             params,
             bracketed,
+            tag,
+            tag_count,
         })
     }
 
     /// The `tag` parameter (From and To).
     pub fn tag(&self) -> Option<&'a [u8]> {
-        self.params.get(b"tag").flatten()
+        self.tag
+    }
+
+    /// How many `tag` parameters the value carries (sanity refuses more than one).
+    pub fn tag_count(&self) -> usize {
+        usize::from(self.tag_count)
     }
 }
 
-/// Parses what follows a URI or sent-by: nothing, or header parameters.
+/// Splits off what follows a URI or sent-by: nothing, or header parameters (not yet
+/// validated: each caller validates them in the same pass that reads the ones it needs).
 fn header_params(after: &[u8]) -> Result<Params<'_>, FieldError> {
     let rest = trim_lws_start(after);
     if rest.is_empty() {
@@ -103,13 +124,13 @@ fn header_params(after: &[u8]) -> Result<Params<'_>, FieldError> {
     if rest[0] != b';' {
         return Err(FieldError::TrailingGarbage);
     }
-    let params = Params::new(rest);
-    params.validate()?;
-    Ok(params)
+    Ok(Params::new(rest))
 }
 
 /// One Contact entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Contacts are short-lived values on the stack; boxing the address would allocate.
+#[allow(clippy::large_enum_variant)]
 pub enum Contact<'a> {
     /// `Contact: *`, which removes all bindings in a REGISTER.
     Star,
@@ -161,6 +182,11 @@ pub struct Via<'a> {
     pub port: Option<u16>,
     /// The parameters.
     pub params: Params<'a>,
+    /// The parameters routing reads, found in the validating pass.
+    branch: Option<&'a [u8]>,
+    received: Option<IpAddr>,
+    rport: Rport,
+    maddr: Option<&'a [u8]>,
 }
 
 impl<'a> Via<'a> {
@@ -203,7 +229,7 @@ impl<'a> Via<'a> {
             port = Some(u16::try_from(value).map_err(|_| FieldError::BadSentBy)?);
         }
         let params = header_params(&v[cursor.pos..])?;
-        let via = Via {
+        let mut via = Via {
             raw: v,
             protocol,
             version,
@@ -212,35 +238,45 @@ impl<'a> Via<'a> {
             host_raw,
             port,
             params,
+            branch: None,
+            received: None,
+            rport: Rport::Absent,
+            maddr: None,
         };
-        via.check_params()?;
+        via.read_params()?;
         Ok(via)
     }
 
-    /// Checks the parameters whose values routing trusts: received, rport, ttl.
-    fn check_params(&self) -> Result<(), FieldError> {
-        let mut seen_branch = false;
+    /// Validates every parameter and reads those routing trusts: branch (once, with a
+    /// value), received (an IP address), rport (empty or a port), ttl, maddr.
+    fn read_params(&mut self) -> Result<(), FieldError> {
         for param in self.params.iter() {
+            param.validate()?;
             let name = param.name;
             if name.eq_ignore_ascii_case(b"branch") {
-                if seen_branch || param.value.is_none() {
+                if self.branch.is_some() || param.value.is_none() {
                     return Err(FieldError::BadParam);
                 }
-                seen_branch = true;
+                self.branch = param.value;
             } else if name.eq_ignore_ascii_case(b"received") {
-                param.value.and_then(parse_ip).ok_or(FieldError::BadParam)?;
+                self.received = Some(param.value.and_then(parse_ip).ok_or(FieldError::BadParam)?);
             } else if name.eq_ignore_ascii_case(b"rport") {
-                if let Some(value) = param.value {
-                    parse_u32(value)
-                        .and_then(|n| u16::try_from(n).ok())
-                        .ok_or(FieldError::BadParam)?;
-                }
+                self.rport = match param.value {
+                    None => Rport::Requested,
+                    Some(value) => Rport::Value(
+                        parse_u32(value)
+                            .and_then(|n| u16::try_from(n).ok())
+                            .ok_or(FieldError::BadParam)?,
+                    ),
+                };
             } else if name.eq_ignore_ascii_case(b"ttl") {
                 param
                     .value
                     .and_then(parse_u32)
                     .filter(|&ttl| ttl <= 255)
                     .ok_or(FieldError::BadParam)?;
+            } else if name.eq_ignore_ascii_case(b"maddr") {
+                self.maddr = param.value;
             }
         }
         Ok(())
@@ -248,28 +284,22 @@ impl<'a> Via<'a> {
 
     /// The branch parameter, the transaction identifier.
     pub fn branch(&self) -> Option<&'a [u8]> {
-        self.params.get(b"branch").flatten()
+        self.branch
     }
 
     /// The received parameter, already checked to be an IP address.
     pub fn received(&self) -> Option<IpAddr> {
-        self.params.get(b"received").flatten().and_then(parse_ip)
+        self.received
     }
 
     /// The rport parameter.
     pub fn rport(&self) -> Rport {
-        match self.params.get(b"rport") {
-            None => Rport::Absent,
-            Some(None) => Rport::Requested,
-            Some(Some(value)) => parse_u32(value)
-                .and_then(|n| u16::try_from(n).ok())
-                .map_or(Rport::Requested, Rport::Value),
-        }
+        self.rport
     }
 
     /// The maddr parameter.
     pub fn maddr(&self) -> Option<&'a [u8]> {
-        self.params.get(b"maddr").flatten()
+        self.maddr
     }
 }
 

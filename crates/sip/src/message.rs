@@ -20,7 +20,7 @@ pub enum Framing {
     /// One UDP datagram: Content-Length is optional (the body is the rest of the
     /// datagram), and octets after the announced body are ignored.
     Datagram,
-    /// A message cut out of a TCP or TLS stream by [`crate::frame_stream`]:
+    /// A message cut out of a TCP or TLS stream by [`crate::StreamFramer`]:
     /// Content-Length is mandatory.
     Stream,
 }
@@ -171,7 +171,7 @@ pub fn is_keepalive(buf: &[u8]) -> bool {
 
 impl<'a> Message<'a> {
     /// Splits one message. For [`Framing::Datagram`] `input` is the whole datagram; for
-    /// [`Framing::Stream`] it is one message framed by [`crate::frame_stream`].
+    /// [`Framing::Stream`] it is one message framed by [`crate::StreamFramer`].
     ///
     /// Leading line ends are skipped (RFC 3261 §7.5).
     pub fn parse(input: &'a [u8], framing: Framing, limits: &Limits) -> Result<Self, ParseError> {
@@ -384,13 +384,18 @@ impl<'a> Message<'a> {
         (end <= self.buf.len()).then_some(start..end)
     }
 
-    /// Range of the whole line(s) of header `index`, from its name to after its line end.
+    /// Range of the whole line(s) of header `index`, from its name to after the line end
+    /// of its last continuation line (which may hold only white space).
     pub(crate) fn header_line_range(&self, index: usize) -> Option<Range<usize>> {
         let raw = self.headers.as_slice().get(index)?;
         let start = raw.name_start as usize;
-        let after_value = raw.value_end as usize;
-        let newline = memchr::memchr(b'\n', &self.buf[after_value..])?;
-        Some(start..after_value + newline + 1)
+        let mut end = raw.value_end as usize;
+        loop {
+            end += memchr::memchr(b'\n', &self.buf[end..])? + 1;
+            if !matches!(self.buf.get(end), Some(b' ' | b'\t')) {
+                return Some(start..end);
+            }
+        }
     }
 }
 
@@ -410,22 +415,25 @@ pub fn split_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(value);
     std::iter::from_fn(move || {
         let current = rest?;
-        let mut in_quotes = false;
-        let mut in_angle = false;
         let mut i = 0;
-        while i < current.len() {
-            match current[i] {
-                b'\\' if in_quotes => i += 1,
-                b'"' => in_quotes = !in_quotes,
-                b'<' if !in_quotes => in_angle = true,
-                b'>' if !in_quotes => in_angle = false,
-                b',' if !in_quotes && !in_angle => {
-                    rest = Some(&current[i + 1..]);
-                    return Some(trim_lws(&current[..i]));
+        // Jump between the only bytes that matter: separators, quotes and brackets.
+        while let Some(found) = memchr::memchr3(b',', b'"', b'<', &current[i..]) {
+            let at = i + found;
+            match current[at] {
+                b',' => {
+                    rest = Some(&current[at + 1..]);
+                    return Some(trim_lws(&current[..at]));
                 }
-                _ => {}
+                b'"' => match crate::params::quoted_string_len(&current[at..]) {
+                    Some(len) => i = at + len,
+                    // An open quote swallows the rest of the value.
+                    None => break,
+                },
+                _ => match memchr::memchr(b'>', &current[at..]) {
+                    Some(close) => i = at + close + 1,
+                    None => break,
+                },
             }
-            i += 1;
         }
         rest = None;
         Some(trim_lws(current))

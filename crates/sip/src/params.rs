@@ -43,27 +43,11 @@ impl<'a> Params<'a> {
     }
 
     /// The parameters in order. Separators inside quoted values do not split.
-    pub fn iter(&self) -> impl Iterator<Item = Param<'a>> + use<'a> {
-        let mut rest = self.raw.strip_prefix(b";").map(|r| (r, true));
+    pub fn iter(&self) -> ParamIter<'a> {
         // A list that does not start with ';' (never produced by this crate) yields nothing.
-        std::iter::from_fn(move || {
-            let (current, _) = rest?;
-            let (entry, next) = match find_unquoted(current, b';') {
-                Some(i) => (&current[..i], Some((&current[i + 1..], true))),
-                None => (current, None),
-            };
-            rest = next;
-            let entry = trim_lws(entry);
-            let (name, value) = match memchr::memchr(b'=', entry) {
-                Some(eq) => (trim_lws(&entry[..eq]), Some(trim_lws(&entry[eq + 1..]))),
-                None => (entry, None),
-            };
-            Some(Param {
-                name,
-                value,
-                raw: entry,
-            })
-        })
+        ParamIter {
+            rest: self.raw.strip_prefix(b";"),
+        }
     }
 
     /// Looks a parameter up by name, case-insensitively: `None` if absent, `Some(None)`
@@ -88,17 +72,137 @@ impl<'a> Params<'a> {
     /// Checks the `generic-param` grammar of header parameters: every name a token,
     /// every value a token, a host (IPv6 references included) or a quoted string.
     pub fn validate(&self) -> Result<(), FieldError> {
-        for param in self.iter() {
-            if param.name.is_empty() || !param.name.iter().all(|&b| is_token(b)) {
-                return Err(FieldError::BadParam);
-            }
-            if let Some(value) = param.value {
-                validate_gen_value(value)?;
-            }
-        }
-        Ok(())
+        self.iter().try_for_each(|param| param.validate())
     }
 }
+
+impl Param<'_> {
+    /// Checks the `generic-param` grammar: the name a token, the value a token, a host
+    /// (IPv6 references included) or a quoted string.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.name.is_empty() || !self.name.iter().all(|&b| is_token(b)) {
+            return Err(FieldError::BadParam);
+        }
+        match self.value {
+            Some(value) => validate_gen_value(value),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Iterator over the parameters of a [`Params`].
+#[derive(Debug, Clone)]
+pub struct ParamIter<'a> {
+    /// What follows the last `;` consumed.
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for ParamIter<'a> {
+    type Item = Param<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Param<'a>> {
+        let s = self.rest?;
+        match fast_param(s) {
+            Some((param, rest)) => {
+                self.rest = rest;
+                Some(param)
+            }
+            None => Some(self.slow_param(s)),
+        }
+    }
+}
+
+impl<'a> ParamIter<'a> {
+    /// The general case: the entry runs to the next `;` outside quotes, trimmed.
+    fn slow_param(&mut self, s: &'a [u8]) -> Param<'a> {
+        let entry = match find_unquoted(s, b';') {
+            Some(i) => {
+                self.rest = Some(&s[i + 1..]);
+                &s[..i]
+            }
+            None => {
+                self.rest = None;
+                s
+            }
+        };
+        let entry = trim_lws(entry);
+        let (name, value) = match memchr::memchr(b'=', entry) {
+            Some(eq) => (trim_lws(&entry[..eq]), Some(trim_lws(&entry[eq + 1..]))),
+            None => (entry, None),
+        };
+        Param {
+            name,
+            value,
+            raw: entry,
+        }
+    }
+}
+
+/// The common case in one scan: `name[=value]` of plain characters, with optional white
+/// space, followed by `;` or the end. Returns `None` for anything else, which
+/// [`ParamIter::slow_param`] then handles with the same result.
+#[inline]
+fn fast_param(s: &[u8]) -> Option<(Param<'_>, Option<&[u8]>)> {
+    let skip_lws = |mut i: usize| {
+        while i < s.len() && is_lws(s[i]) {
+            i += 1;
+        }
+        i
+    };
+    let name_start = skip_lws(0);
+    let mut i = name_start;
+    while i < s.len() && PARAM_TEXT[s[i] as usize] {
+        i += 1;
+    }
+    let name_end = i;
+    let mut end = name_end;
+    let mut value = None;
+    i = skip_lws(i);
+    if s.get(i) == Some(&b'=') {
+        let value_start = skip_lws(i + 1);
+        i = value_start;
+        if s.get(i) == Some(&b'"') {
+            i += quoted_string_len(&s[i..])?;
+        } else {
+            while i < s.len() && PARAM_TEXT[s[i] as usize] {
+                i += 1;
+            }
+        }
+        value = Some(&s[value_start..i]);
+        end = i;
+        i = skip_lws(i);
+    }
+    let rest = match s.get(i) {
+        None => None,
+        Some(b';') => Some(&s[i + 1..]),
+        Some(_) => return None,
+    };
+    let param = Param {
+        name: &s[name_start..name_end],
+        value,
+        raw: &s[name_start..end],
+    };
+    Some((param, rest))
+}
+
+/// Characters of parameter names and unquoted values: token characters and the extra
+/// `paramchar`s of URI parameters, without the `;` and `=` that delimit them.
+static PARAM_TEXT: [bool; 256] = {
+    let mut table = [false; 256];
+    let extra = b"-.!%*_+`'~()[]/:&$";
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// `gen-value = token / host / quoted-string`.
 fn validate_gen_value(value: &[u8]) -> Result<(), FieldError> {

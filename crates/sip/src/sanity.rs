@@ -10,9 +10,10 @@
 use thiserror::Error;
 
 use crate::error::{FieldError, UriError};
-use crate::fields::check_date;
+use crate::fields::{CSeq, NameAddr, Via, check_date};
 use crate::message::{Message, StartLine};
 use crate::name::HeaderName;
+use crate::uri::Uri;
 use crate::uri::{Host, Scheme};
 
 /// One sanity check, for enabling or disabling it.
@@ -123,6 +124,14 @@ pub enum SanityError {
     /// Digest credentials lack a field RFC 3261 requires, or a field is malformed.
     #[error("incomplete or malformed digest credentials")]
     DigestCredentials,
+    /// An Expires header or a Contact `expires` parameter is not delta-seconds.
+    #[error("invalid expiry in {}: {error}", .header.canonical())]
+    Expires {
+        /// Expires or Contact.
+        header: HeaderName,
+        /// What is wrong with it.
+        error: FieldError,
+    },
     /// A header value does not parse.
     #[error("invalid {} header: {error}", .header.canonical())]
     Header {
@@ -160,11 +169,12 @@ impl SanityError {
             SanityError::DuplicateTag(_) => Check::Tags,
             SanityError::BadExtension | SanityError::BadOptionTag(_) => Check::ProxyRequire,
             SanityError::DigestCredentials => Check::Authorization,
+            SanityError::Expires { .. } => Check::Expires,
             SanityError::Header { header, .. } => match header {
                 HeaderName::CSeq => Check::CSeq,
+                HeaderName::CallId => Check::RequiredHeaders,
                 HeaderName::MaxForwards => Check::MaxForwards,
                 HeaderName::Via => Check::Via,
-                HeaderName::Expires => Check::Expires,
                 HeaderName::Authorization | HeaderName::ProxyAuthorization => Check::Authorization,
                 HeaderName::Date => Check::Date,
                 _ => Check::Uris,
@@ -218,14 +228,16 @@ impl Sanity {
         self.enabled & check.bit() != 0
     }
 
-    /// Runs every enabled check in order and returns the first failure.
-    pub fn check(&self, msg: &Message<'_>) -> Result<(), SanityError> {
+    /// Runs every enabled check in order and returns the first failure, or what the
+    /// checks parsed on the way (so that later stages need not parse it again).
+    pub fn check<'a>(&self, msg: &Message<'a>) -> Result<Checked<'a>, SanityError> {
+        let mut checked = Checked::default();
         for check in Check::ALL {
             if self.is_enabled(check) {
-                self.run(check, msg)?;
+                self.run(check, msg, &mut checked)?;
             }
         }
-        Ok(())
+        Ok(checked)
     }
 
     /// The Proxy-Require option tags that are not supported (for the Unsupported
@@ -244,18 +256,23 @@ impl Sanity {
             .any(|known| known.eq_ignore_ascii_case(tag))
     }
 
-    fn run(&self, check: Check, msg: &Message<'_>) -> Result<(), SanityError> {
+    fn run<'a>(
+        &self,
+        check: Check,
+        msg: &Message<'a>,
+        checked: &mut Checked<'a>,
+    ) -> Result<(), SanityError> {
         match check {
             Check::Version => check_version(msg),
             Check::RequiredHeaders => check_required(msg),
             Check::DuplicateHeaders => check_duplicates(msg),
-            Check::RequestUri => check_request_uri(msg),
-            Check::CSeq => check_cseq(msg),
-            Check::MaxForwards => check_max_forwards(msg),
-            Check::Via => check_vias(msg),
-            Check::Uris => check_uris(msg),
-            Check::Tags => check_tags(msg),
-            Check::Expires => check_expires(msg),
+            Check::RequestUri => check_request_uri(msg, checked),
+            Check::CSeq => check_cseq(msg, checked),
+            Check::MaxForwards => check_max_forwards(msg, checked),
+            Check::Via => check_vias(msg, checked),
+            Check::Uris => check_uris(msg, checked),
+            Check::Tags => check_tags(msg, checked),
+            Check::Expires => check_expires(msg, checked),
             Check::ProxyRequire => self.check_proxy_require(msg),
             Check::Authorization => check_authorization(msg),
             Check::Date => match msg.header(HeaderName::Date) {
@@ -279,6 +296,29 @@ impl Sanity {
         }
         Ok(())
     }
+}
+
+/// What the sanity checks parsed, handed to the stages after them. A field is `None`
+/// when its header is absent or its check is disabled.
+#[derive(Debug, Clone, Default)]
+pub struct Checked<'a> {
+    /// The Request-URI (requests only).
+    pub request_uri: Option<Uri<'a>>,
+    /// The topmost Via.
+    pub top_via: Option<Via<'a>>,
+    /// The From header.
+    pub from: Option<NameAddr<'a>>,
+    /// The To header.
+    pub to: Option<NameAddr<'a>>,
+    /// The CSeq header.
+    pub cseq: Option<CSeq<'a>>,
+    /// The Max-Forwards value.
+    pub max_forwards: Option<u8>,
+    /// The first invalid Contact `expires`, found while the Contacts were parsed for the
+    /// Uris check and reported by the Expires check.
+    contact_expires_error: Option<FieldError>,
+    /// True once the Uris check has parsed every Contact.
+    contacts_parsed: bool,
 }
 
 fn is_sip_2_0(version: &[u8]) -> bool {
@@ -309,6 +349,15 @@ fn check_required(msg: &Message<'_>) -> Result<(), SanityError> {
             return Err(SanityError::MissingHeader(name));
         }
     }
+    // A Call-ID is one word, optionally `@` and another (RFC 3261 §25.1): never empty,
+    // never with white space in it.
+    let call_id = msg.call_id().unwrap_or_default();
+    if call_id.is_empty() || call_id.iter().any(|&b| crate::chars::is_lws(b)) {
+        return Err(SanityError::Header {
+            header: HeaderName::CallId,
+            error: FieldError::BadToken,
+        });
+    }
     Ok(())
 }
 
@@ -327,7 +376,7 @@ fn check_duplicates(msg: &Message<'_>) -> Result<(), SanityError> {
     Ok(())
 }
 
-fn check_request_uri(msg: &Message<'_>) -> Result<(), SanityError> {
+fn check_request_uri<'a>(msg: &Message<'a>, checked: &mut Checked<'a>) -> Result<(), SanityError> {
     let Some(parsed) = msg.request_uri() else {
         return Ok(());
     };
@@ -341,10 +390,11 @@ fn check_request_uri(msg: &Message<'_>) -> Result<(), SanityError> {
     if uri.headers.is_some() {
         return Err(SanityError::RequestUriHeaders);
     }
+    checked.request_uri = Some(uri);
     Ok(())
 }
 
-fn check_cseq(msg: &Message<'_>) -> Result<(), SanityError> {
+fn check_cseq<'a>(msg: &Message<'a>, checked: &mut Checked<'a>) -> Result<(), SanityError> {
     let Some(parsed) = msg.cseq() else {
         return Ok(());
     };
@@ -357,10 +407,11 @@ fn check_cseq(msg: &Message<'_>) -> Result<(), SanityError> {
     {
         return Err(SanityError::CSeqMethod);
     }
+    checked.cseq = Some(cseq);
     Ok(())
 }
 
-fn check_max_forwards(msg: &Message<'_>) -> Result<(), SanityError> {
+fn check_max_forwards(msg: &Message<'_>, checked: &mut Checked<'_>) -> Result<(), SanityError> {
     let Some(parsed) = msg.max_forwards() else {
         return Ok(());
     };
@@ -370,11 +421,12 @@ fn check_max_forwards(msg: &Message<'_>) -> Result<(), SanityError> {
     if hops == 0 && msg.is_request() {
         return Err(SanityError::TooManyHops);
     }
+    checked.max_forwards = Some(hops);
     Ok(())
 }
 
-fn check_vias(msg: &Message<'_>) -> Result<(), SanityError> {
-    for via in msg.vias() {
+fn check_vias<'a>(msg: &Message<'a>, checked: &mut Checked<'a>) -> Result<(), SanityError> {
+    for (index, via) in msg.vias().enumerate() {
         let via = via.map_err(header_error(HeaderName::Via))?;
         if !via.protocol.eq_ignore_ascii_case(b"SIP") || via.version != b"2.0" {
             return Err(SanityError::ViaProtocol);
@@ -383,6 +435,9 @@ fn check_vias(msg: &Message<'_>) -> Result<(), SanityError> {
         // multicast address (RFC 4475 §3.3.10), or a source of amplification.
         if !msg.is_request() && via_is_broadcast(&via) {
             return Err(SanityError::ViaBroadcast);
+        }
+        if index == 0 {
+            checked.top_via = Some(via);
         }
     }
     Ok(())
@@ -405,46 +460,60 @@ fn via_is_broadcast(via: &crate::fields::Via<'_>) -> bool {
         .any(bad)
 }
 
-fn check_uris(msg: &Message<'_>) -> Result<(), SanityError> {
+fn check_uris<'a>(msg: &Message<'a>, checked: &mut Checked<'a>) -> Result<(), SanityError> {
     if let Some(from) = msg.from() {
-        from.map_err(header_error(HeaderName::From))?;
+        checked.from = Some(from.map_err(header_error(HeaderName::From))?);
     }
     if let Some(to) = msg.to() {
-        to.map_err(header_error(HeaderName::To))?;
+        checked.to = Some(to.map_err(header_error(HeaderName::To))?);
     }
     for contact in msg.contacts() {
-        contact.map_err(header_error(HeaderName::Contact))?;
+        let contact = contact.map_err(header_error(HeaderName::Contact))?;
+        if let Some(Err(error)) = contact.expires() {
+            checked.contact_expires_error.get_or_insert(error);
+        }
     }
+    checked.contacts_parsed = true;
     Ok(())
 }
 
-fn check_tags(msg: &Message<'_>) -> Result<(), SanityError> {
-    for name in [HeaderName::From, HeaderName::To] {
-        let Some(Ok(addr)) = (match name {
-            HeaderName::From => msg.from(),
-            _ => msg.to(),
-        }) else {
-            continue;
-        };
-        let tags = addr
-            .params
-            .iter()
-            .filter(|param| param.name.eq_ignore_ascii_case(b"tag"))
-            .count();
-        if tags > 1 {
+fn check_tags<'a>(msg: &Message<'a>, checked: &mut Checked<'a>) -> Result<(), SanityError> {
+    // Parsed by the Uris check unless it is disabled.
+    if checked.from.is_none() {
+        checked.from = msg.from().and_then(Result::ok);
+    }
+    if checked.to.is_none() {
+        checked.to = msg.to().and_then(Result::ok);
+    }
+    for (name, addr) in [
+        (HeaderName::From, &checked.from),
+        (HeaderName::To, &checked.to),
+    ] {
+        if addr.as_ref().is_some_and(|addr| addr.tag_count() > 1) {
             return Err(SanityError::DuplicateTag(name));
         }
     }
     Ok(())
 }
 
-fn check_expires(msg: &Message<'_>) -> Result<(), SanityError> {
+fn expires_error(header: HeaderName) -> impl Fn(FieldError) -> SanityError {
+    move |error| SanityError::Expires { header, error }
+}
+
+fn check_expires(msg: &Message<'_>, checked: &mut Checked<'_>) -> Result<(), SanityError> {
     if let Some(expires) = msg.expires() {
-        expires.map_err(header_error(HeaderName::Expires))?;
+        expires.map_err(expires_error(HeaderName::Expires))?;
     }
+    if let Some(error) = checked.contact_expires_error {
+        return Err(expires_error(HeaderName::Contact)(error));
+    }
+    if checked.contacts_parsed {
+        return Ok(());
+    }
+    // The Uris check is disabled: read the Contacts here.
     for contact in msg.contacts().flatten() {
         if let Some(expires) = contact.expires() {
-            expires.map_err(header_error(HeaderName::Contact))?;
+            expires.map_err(expires_error(HeaderName::Contact))?;
         }
     }
     Ok(())
@@ -510,13 +579,21 @@ Max-Forwards: 70\r\n";
 
     /// Checks BASE with `extra` header lines appended, or with `from` replaced by `to`.
     fn check_with(replace: (&str, &str), extra: &str) -> Result<(), SanityError> {
+        check_with_sanity(&Sanity::new(), replace, extra)
+    }
+
+    fn check_with_sanity(
+        sanity: &Sanity,
+        replace: (&str, &str),
+        extra: &str,
+    ) -> Result<(), SanityError> {
         let text = format!(
             "{}{extra}Content-Length: 0\r\n\r\n",
             BASE.replace(replace.0, replace.1)
         );
         let msg = Message::parse(text.as_bytes(), Framing::Datagram, &Limits::default())
             .expect("test messages parse");
-        Sanity::new().check(&msg)
+        sanity.check(&msg).map(|_| ())
     }
 
     fn check_extra(extra: &str) -> Result<(), SanityError> {
@@ -527,9 +604,34 @@ Max-Forwards: 70\r\n";
 nonce=\"n\", uri=\"sip:bob@example.com\", response=\"0123456789abcdef0123456789abcdef\"";
 
     #[test]
-    fn a_plain_request_passes() {
-        assert_eq!(check_extra(""), Ok(()));
-        assert_eq!(check_extra(&format!("{DIGEST}\r\n")), Ok(()));
+    fn a_plain_request_passes_and_hands_over_what_it_parsed() {
+        assert!(check_extra(&format!("{DIGEST}\r\n")).is_ok());
+        let text = format!("{BASE}Content-Length: 0\r\n\r\n");
+        let msg = Message::parse(text.as_bytes(), Framing::Datagram, &Limits::default()).unwrap();
+        let checked = Sanity::new().check(&msg).unwrap();
+        assert_eq!(checked.top_via.unwrap().branch(), Some(&b"z9hG4bK1"[..]));
+        assert_eq!(checked.from.unwrap().tag(), Some(&b"1"[..]));
+        assert_eq!(checked.to.unwrap().tag(), None);
+        assert_eq!(checked.cseq.unwrap().number, 1);
+        assert_eq!(checked.max_forwards, Some(70));
+        assert_eq!(checked.request_uri.unwrap().host_raw, b"example.com");
+    }
+
+    #[test]
+    fn contact_expires_is_checked_with_the_uris_check_off() {
+        let text =
+            format!("{BASE}Contact: <sip:a@b>;expires=99999999999\r\nContent-Length: 0\r\n\r\n");
+        let msg = Message::parse(text.as_bytes(), Framing::Datagram, &Limits::default()).unwrap();
+        let want = Err(SanityError::Expires {
+            header: HeaderName::Contact,
+            error: FieldError::OutOfRange,
+        });
+        assert_eq!(Sanity::new().check(&msg).map(|_| ()), want);
+        assert_eq!(
+            Sanity::new().without(Check::Uris).check(&msg).map(|_| ()),
+            want
+        );
+        assert!(Sanity::new().without(Check::Expires).check(&msg).is_ok());
     }
 
     #[test]
@@ -703,10 +805,20 @@ nonce=\"n\", uri=\"sip:bob@example.com\", response=\"0123456789abcdef0123456789a
             BASE.replace("Forwards: 70", "Forwards: 0")
         );
         let msg = Message::parse(text.as_bytes(), Framing::Datagram, &Limits::default()).unwrap();
-        assert_eq!(Sanity::new().check(&msg), Err(SanityError::TooManyHops));
+        assert_eq!(
+            Sanity::new().check(&msg).err(),
+            Some(SanityError::TooManyHops)
+        );
         let lenient = Sanity::new().without(Check::MaxForwards);
         assert!(!lenient.is_enabled(Check::MaxForwards));
-        assert_eq!(lenient.check(&msg), Ok(()));
+        assert!(lenient.check(&msg).is_ok());
+        // Every check can be switched off on its own.
+        let none = Check::ALL.iter().fold(Sanity::new(), |s, c| s.without(*c));
+        assert!(Check::ALL.iter().all(|c| !none.is_enabled(*c)));
+        assert_eq!(
+            check_with_sanity(&none, ("1 INVITE", "1 BYE"), "Proxy-Require: x\r\n"),
+            Ok(())
+        );
     }
 
     #[test]
@@ -716,9 +828,12 @@ Via: SIP/2.0/UDP 192.0.2.2;received=224.0.0.1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <s
 Call-ID: x\r\nCSeq: 1 INVITE\r\nMax-Forwards: 0\r\nContent-Length: 0\r\n\r\n";
         let msg =
             Message::parse(response.as_bytes(), Framing::Datagram, &Limits::default()).unwrap();
-        assert_eq!(Sanity::new().check(&msg), Err(SanityError::ViaBroadcast));
+        assert_eq!(
+            Sanity::new().check(&msg).err(),
+            Some(SanityError::ViaBroadcast)
+        );
         let fixed = response.replace("224.0.0.1", "203.0.113.1");
         let msg = Message::parse(fixed.as_bytes(), Framing::Datagram, &Limits::default()).unwrap();
-        assert_eq!(Sanity::new().check(&msg), Ok(()));
+        assert!(Sanity::new().check(&msg).is_ok());
     }
 }

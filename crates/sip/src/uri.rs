@@ -54,25 +54,52 @@ impl Host<'_> {
             let inner = inner.strip_suffix(b"]")?;
             return parse_ipv6(inner).map(Host::V6);
         }
-        if raw.is_empty() || !raw.iter().all(|&b| is_host(b)) {
+        if !raw.iter().all(|&b| is_host(b)) {
             return None;
         }
-        if raw.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
-            // All digits and dots: an IPv4 literal or nothing (no TLD is numeric).
-            return std::str::from_utf8(raw)
-                .ok()?
-                .parse::<Ipv4Addr>()
-                .ok()
-                .map(Host::V4);
-        }
-        // Labels must be non-empty and must not start or end with '-'; one trailing dot
-        // (a fully qualified name) is allowed.
-        let name = raw.strip_suffix(b".").unwrap_or(raw);
-        let labels_ok = name
-            .split(|&b| b == b'.')
-            .all(|label| !label.is_empty() && label[0] != b'-' && label[label.len() - 1] != b'-');
-        labels_ok.then_some(Host::Name(raw))
+        Self::from_host_chars(raw)
     }
+
+    /// Parses a host already known to hold only host characters: labels must be
+    /// non-empty and must not start or end with '-'; one trailing dot (a fully qualified
+    /// name) is allowed; all digits and dots must be an IPv4 address.
+    fn from_host_chars(raw: &[u8]) -> Option<Host<'_>> {
+        let mut previous = b'.';
+        let mut numeric = true;
+        for &b in raw {
+            match b {
+                b'.' if previous == b'.' || previous == b'-' => return None,
+                b'-' if previous == b'.' => return None,
+                _ => {}
+            }
+            numeric &= b.is_ascii_digit() || b == b'.';
+            previous = b;
+        }
+        if raw.is_empty() || previous == b'-' {
+            return None;
+        }
+        if numeric {
+            // No TLD is numeric: this is an IPv4 literal or nothing.
+            return parse_ipv4(raw).map(Host::V4);
+        }
+        Some(Host::Name(raw))
+    }
+}
+
+/// Parses a dotted-quad IPv4 address of decimal parts 0 to 255 without leading zeros
+/// beyond one digit (as the standard library does).
+fn parse_ipv4(raw: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = raw.split(|&b| b == b'.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let value = part.iter().fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
+        *octet = u8::try_from(value).ok()?;
+    }
+    parts.next().is_none().then(|| Ipv4Addr::from(octets))
 }
 
 /// Parses the inside of an IPv6 reference (without brackets).
@@ -122,7 +149,14 @@ impl<'a> Uri<'a> {
         if raw.len() > max_length {
             return Err(UriError::TooLong);
         }
-        let colon = memchr::memchr(b':', raw).ok_or(UriError::BadScheme)?;
+        // Nearly every URI is sip:; find its colon without a search.
+        let colon = if raw.len() > 4 && raw[3] == b':' {
+            3
+        } else {
+            raw.iter()
+                .position(|&b| b == b':')
+                .ok_or(UriError::BadScheme)?
+        };
         let scheme_raw = &raw[..colon];
         let scheme_ok = scheme_raw.first().is_some_and(u8::is_ascii_alphabetic)
             && scheme_raw
@@ -171,23 +205,48 @@ impl<'a> Uri<'a> {
 /// Parses `[userinfo@]host[:port][;params][?headers]`.
 fn parse_sip<'a>(rest: &'a [u8], uri: &mut Uri<'a>) -> Result<(), UriError> {
     // The user part may hold ';', '?' and '/' (RFC 3261 user-unreserved), so the '@'
-    // decides where it ends; '@' itself never appears unescaped elsewhere.
-    let hostport_and_more = match memchr::memchr(b'@', rest) {
+    // decides where it ends. One scan over user characters finds it in the common case;
+    // the escapes are checked only if a '%' was seen.
+    let mut escaped = false;
+    let mut scan = |from: usize, allowed: fn(u8) -> bool| {
+        rest[from..]
+            .iter()
+            .position(|&b| {
+                escaped |= b == b'%';
+                !allowed(b)
+            })
+            .map_or(rest.len(), |i| from + i)
+    };
+    let user_end = scan(0, is_uri_user);
+    let (userinfo_end, password) = match rest.get(user_end) {
+        Some(b'@') => (Some(user_end), None),
+        Some(b':') => {
+            let password_end = scan(user_end + 1, is_uri_password);
+            if rest.get(password_end) == Some(&b'@') {
+                (Some(password_end), Some(&rest[user_end + 1..password_end]))
+            } else if memchr::memchr(b'@', &rest[password_end..]).is_some() {
+                return Err(UriError::BadPassword);
+            } else {
+                // Not a password: the ':' starts the port.
+                (None, None)
+            }
+        }
+        Some(_) if memchr::memchr(b'@', &rest[user_end..]).is_some() => {
+            return Err(UriError::BadUser);
+        }
+        _ => (None, None),
+    };
+    let hostport_and_more = match userinfo_end {
         Some(at) => {
-            let userinfo = &rest[..at];
-            let (user, password) = match memchr::memchr(b':', userinfo) {
-                Some(colon) => (&userinfo[..colon], Some(&userinfo[colon + 1..])),
-                None => (userinfo, None),
-            };
-            if user.is_empty() || !user.iter().all(|&b| is_uri_user(b)) {
+            let user = &rest[..user_end];
+            if user.is_empty() {
                 return Err(UriError::BadUser);
             }
-            check_escapes(user)?;
-            if let Some(password) = password {
-                if !password.iter().all(|&b| is_uri_password(b)) {
-                    return Err(UriError::BadPassword);
+            if escaped {
+                check_escapes(user)?;
+                if let Some(password) = password {
+                    check_escapes(password)?;
                 }
-                check_escapes(password)?;
             }
             uri.user = Some(user);
             uri.password = password;
@@ -204,7 +263,12 @@ fn parse_sip<'a>(rest: &'a [u8], uri: &mut Uri<'a>) -> Result<(), UriError> {
             .unwrap_or(hostport_and_more.len())
     };
     let host_raw = &hostport_and_more[..host_end];
-    uri.host = Host::parse(host_raw).ok_or(UriError::BadHost)?;
+    uri.host = if host_raw.first() == Some(&b'[') {
+        Host::parse(host_raw)
+    } else {
+        Host::from_host_chars(host_raw)
+    }
+    .ok_or(UriError::BadHost)?;
     uri.host_raw = host_raw;
     let mut rest = &hostport_and_more[host_end..];
     if let Some(after_colon) = rest.strip_prefix(b":") {
@@ -218,13 +282,22 @@ fn parse_sip<'a>(rest: &'a [u8], uri: &mut Uri<'a>) -> Result<(), UriError> {
     let params_end = memchr::memchr(b'?', rest).unwrap_or(rest.len());
     let params = &rest[..params_end];
     if !params.is_empty() {
-        if params[0] != b';' || !params.iter().all(|&b| is_uri_param(b)) {
+        // Every byte a parameter character, and no empty parameter name (`;;`, `;=x`
+        // or a trailing `;`).
+        let mut previous = 0u8;
+        let mut escaped = false;
+        for &b in params {
+            if !is_uri_param(b) || (previous == b';' && (b == b';' || b == b'=')) {
+                return Err(UriError::BadParam);
+            }
+            escaped |= b == b'%';
+            previous = b;
+        }
+        if params[0] != b';' || previous == b';' {
             return Err(UriError::BadParam);
         }
-        check_escapes(params)?;
-        let parsed = Params::new(params);
-        if parsed.iter().any(|param| param.name.is_empty()) {
-            return Err(UriError::BadParam);
+        if escaped {
+            check_escapes(params)?;
         }
     }
     uri.params = Params::new(params);
@@ -354,6 +427,17 @@ mod tests {
         assert_eq!(Uri::parse(b"sip:-a.b"), Err(UriError::BadHost));
         assert_eq!(Uri::parse(b"sip:[::1"), Err(UriError::BadHost));
         assert!(Uri::parse(b"sip:example.com.").is_ok());
+        assert_eq!(Uri::parse(b"sip:a-.b"), Err(UriError::BadHost));
+        assert_eq!(Uri::parse(b"sip:256.1.1.1"), Err(UriError::BadHost));
+        assert_eq!(Uri::parse(b"sip:01.1.1.1"), Err(UriError::BadHost));
+        assert_eq!(Uri::parse(b"sip:1.2.3"), Err(UriError::BadHost));
+        assert_eq!(Uri::parse(b"sip:."), Err(UriError::BadHost));
+        assert_eq!(Uri::parse(b"sip:a@b;lr;"), Err(UriError::BadParam));
+        assert_eq!(Uri::parse(b"sip:a@b;=x"), Err(UriError::BadParam));
+        assert_eq!(
+            Uri::parse(b"sip:0.0.0.0").unwrap().host,
+            Host::V4(Ipv4Addr::UNSPECIFIED)
+        );
     }
 
     #[test]

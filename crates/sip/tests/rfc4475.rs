@@ -184,7 +184,7 @@ fn every_vector_gets_its_decided_outcome() {
     let mut failures = Vec::new();
     for (name, expect) in expectations() {
         let bytes = std::fs::read(data_dir().join(name)).unwrap();
-        let outcome = parse(&bytes).map(|msg| sanity.check(&msg));
+        let outcome = parse(&bytes).map(|msg| sanity.check(&msg).map(|_| ()));
         let ok = match (&expect, &outcome) {
             (Forward, Ok(Ok(()))) => true,
             (ParseError(want), Err(got)) => want == got,
@@ -341,7 +341,7 @@ fn unsupported_proxy_require_tags_are_listed_for_the_420() {
     let tolerant = Sanity::new()
         .with_proxy_supported(b"noproxiessupportthis")
         .with_proxy_supported(b"NORDOANYPROXIESSUPPORTTHIS");
-    assert_eq!(tolerant.check(&msg), Ok(()));
+    assert!(tolerant.check(&msg).is_ok());
 }
 
 #[test]
@@ -362,7 +362,7 @@ fn display_name_with_comma_is_refused_even_with_terminated_headers() {
     bytes.extend_from_slice(b"\r\n");
     let msg = parse(&bytes).unwrap();
     assert_eq!(
-        Sanity::new().check(&msg),
+        Sanity::new().check(&msg).map(|_| ()),
         Err(field(HeaderName::From, FieldError::BadDisplayName))
     );
 }

@@ -111,7 +111,7 @@ fn inspect(bytes: &[u8], framing: Framing) -> ExitCode {
         println!("user-agent: {}", String::from_utf8_lossy(agent));
     }
     match Sanity::new().check(&msg) {
-        Ok(()) => {
+        Ok(_) => {
             println!("verdict: forward");
             ExitCode::SUCCESS
         }
