@@ -88,7 +88,7 @@ impl<'a> NameAddr<'a> {
         let mut tag_count = 0u8;
         for param in params.iter() {
             param.validate()?;
-            if param.name.eq_ignore_ascii_case(b"tag") {
+            if param.name.len() == 3 && param.name.eq_ignore_ascii_case(b"tag") {
                 tag_count = tag_count.saturating_add(1);
                 tag = tag.or(param.value);
             }
@@ -218,7 +218,12 @@ impl<'a> Via<'a> {
                 .unwrap_or(rest.len())
         };
         let host_raw = &rest[..host_len];
-        let host = Host::parse(host_raw).ok_or(FieldError::BadSentBy)?;
+        let host = if host_raw.first() == Some(&b'[') {
+            Host::parse(host_raw)
+        } else {
+            Host::from_host_chars(host_raw)
+        }
+        .ok_or(FieldError::BadSentBy)?;
         cursor.pos += host_len;
         cursor.skip_lws();
         let mut port = None;
@@ -253,30 +258,37 @@ impl<'a> Via<'a> {
         for param in self.params.iter() {
             param.validate()?;
             let name = param.name;
-            if name.eq_ignore_ascii_case(b"branch") {
-                if self.branch.is_some() || param.value.is_none() {
-                    return Err(FieldError::BadParam);
+            // Dispatch on the length first: most parameters are none of these.
+            match name.len() {
+                6 if name.eq_ignore_ascii_case(b"branch") => {
+                    if self.branch.is_some() || param.value.is_none() {
+                        return Err(FieldError::BadParam);
+                    }
+                    self.branch = param.value;
                 }
-                self.branch = param.value;
-            } else if name.eq_ignore_ascii_case(b"received") {
-                self.received = Some(param.value.and_then(parse_ip).ok_or(FieldError::BadParam)?);
-            } else if name.eq_ignore_ascii_case(b"rport") {
-                self.rport = match param.value {
-                    None => Rport::Requested,
-                    Some(value) => Rport::Value(
-                        parse_u32(value)
-                            .and_then(|n| u16::try_from(n).ok())
-                            .ok_or(FieldError::BadParam)?,
-                    ),
-                };
-            } else if name.eq_ignore_ascii_case(b"ttl") {
-                param
-                    .value
-                    .and_then(parse_u32)
-                    .filter(|&ttl| ttl <= 255)
-                    .ok_or(FieldError::BadParam)?;
-            } else if name.eq_ignore_ascii_case(b"maddr") {
-                self.maddr = param.value;
+                8 if name.eq_ignore_ascii_case(b"received") => {
+                    let ip = param.value.and_then(parse_ip).ok_or(FieldError::BadParam)?;
+                    self.received = Some(ip);
+                }
+                5 if name.eq_ignore_ascii_case(b"rport") => {
+                    self.rport = match param.value {
+                        None => Rport::Requested,
+                        Some(value) => Rport::Value(
+                            parse_u32(value)
+                                .and_then(|n| u16::try_from(n).ok())
+                                .ok_or(FieldError::BadParam)?,
+                        ),
+                    };
+                }
+                5 if name.eq_ignore_ascii_case(b"maddr") => self.maddr = param.value,
+                3 if name.eq_ignore_ascii_case(b"ttl") => {
+                    param
+                        .value
+                        .and_then(parse_u32)
+                        .filter(|&ttl| ttl <= 255)
+                        .ok_or(FieldError::BadParam)?;
+                }
+                _ => {}
             }
         }
         Ok(())

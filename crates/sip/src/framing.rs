@@ -50,25 +50,26 @@ impl StreamFramer {
             self.scanned = 0;
             return Ok(Frame::KeepAlive(leading));
         }
+        let limit = limits.effective_max_message_size();
         let Some(head_len) = self.find_head_end(buf) else {
-            if buf.len() >= limits.max_message_size {
+            if buf.len() >= limit {
                 return Err(ParseError::MessageTooLarge {
                     size: buf.len(),
-                    limit: limits.max_message_size,
+                    limit,
                 });
             }
             return Ok(Frame::Partial);
         };
-        let (head, _) = Message::parse_head(&buf[..head_len], limits)?;
+        let head = Message::split(&buf[..head_len], limits, None)?;
         let body_len = head
             .content_length()
             .ok_or(ParseError::MissingContentLength)?;
         let total = head_len
             .checked_add(body_len)
-            .filter(|&total| total <= limits.max_message_size)
+            .filter(|&total| total <= limit)
             .ok_or(ParseError::MessageTooLarge {
                 size: head_len.saturating_add(body_len),
-                limit: limits.max_message_size,
+                limit,
             })?;
         if buf.len() < total {
             return Ok(Frame::Partial);

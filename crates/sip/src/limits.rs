@@ -8,7 +8,8 @@
 /// that could not travel in one UDP datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest message accepted, start line, headers and body together.
+    /// Largest message accepted, start line, headers and body together. The parser
+    /// indexes messages with 16-bit offsets, so a value above 65,535 acts as 65,535.
     pub max_message_size: usize,
     /// Most header fields accepted in one message. Up to [`Limits::INLINE_HEADERS`] the
     /// parser allocates nothing; above that it spills to the heap.
@@ -22,6 +23,14 @@ pub struct Limits {
 impl Limits {
     /// Header fields the parser can index without allocating.
     pub const INLINE_HEADERS: usize = 64;
+
+    /// The largest message size the parser can index.
+    pub const MAX_MESSAGE_SIZE: usize = u16::MAX as usize;
+
+    /// `max_message_size`, capped at [`Limits::MAX_MESSAGE_SIZE`].
+    pub fn effective_max_message_size(&self) -> usize {
+        self.max_message_size.min(Self::MAX_MESSAGE_SIZE)
+    }
 }
 
 impl Default for Limits {

@@ -56,22 +56,22 @@ pub enum StartLine<'a> {
     Response(StatusLine<'a>),
 }
 
-/// One header field as offsets into the message. 16 bytes, so that 64 of them fit in
-/// one kilobyte on the stack.
+/// One header field as 16-bit offsets into the message (messages are at most 64 KiB):
+/// 10 bytes, so that the inline index stays small enough to build and move cheaply.
 #[derive(Debug, Clone, Copy)]
 struct RawHeader {
-    name_start: u32,
-    value_start: u32,
-    value_end: u32,
-    name_len: u16,
+    name_start: u16,
+    name_end: u16,
+    value_start: u16,
+    value_end: u16,
     name: HeaderName,
 }
 
 const EMPTY_HEADER: RawHeader = RawHeader {
     name_start: 0,
+    name_end: 0,
     value_start: 0,
     value_end: 0,
-    name_len: 0,
     name: HeaderName::Other,
 };
 
@@ -175,33 +175,20 @@ impl<'a> Message<'a> {
     ///
     /// Leading line ends are skipped (RFC 3261 §7.5).
     pub fn parse(input: &'a [u8], framing: Framing, limits: &Limits) -> Result<Self, ParseError> {
-        let (mut message, body_start) = Self::parse_head(input, limits)?;
-        let buf = message.buf;
-        let available = buf.len() - body_start;
-        let end = match message.content_length {
-            Some(declared) if declared > available => {
-                return Err(ParseError::BodyTruncated {
-                    declared,
-                    available,
-                });
-            }
-            Some(declared) => body_start + declared,
-            None if framing == Framing::Stream => return Err(ParseError::MissingContentLength),
-            None => buf.len(),
-        };
-        message.buf = &buf[..end];
-        message.body_start = body_start;
-        Ok(message)
+        Self::split(input, limits, Some(framing))
     }
 
-    /// Splits the start line and headers; returns the message (whose `buf` still runs to
-    /// the end of `input`) and where the body starts.
-    pub(crate) fn parse_head(
+    /// Splits the start line and headers and, given a framing, frames the body. Without
+    /// one (for [`crate::StreamFramer`], which only needs Content-Length) the body is
+    /// left empty. One function builds the message in place: it is a kilobyte large,
+    /// and every move of it costs.
+    #[inline(always)]
+    pub(crate) fn split(
         input: &'a [u8],
         limits: &Limits,
-    ) -> Result<(Self, usize), ParseError> {
-        // Offsets are kept as u32, so nothing larger can be indexed whatever the limit.
-        let limit = limits.max_message_size.min(u32::MAX as usize);
+        framing: Option<Framing>,
+    ) -> Result<Self, ParseError> {
+        let limit = limits.effective_max_message_size();
         if input.len() > limit {
             return Err(ParseError::MessageTooLarge {
                 size: input.len(),
@@ -232,8 +219,26 @@ impl<'a> Message<'a> {
         };
         parser.headers(&mut message)?;
         message.head_end = parser.head_end;
-        message.body_start = parser.pos;
-        Ok((message, parser.pos))
+        let body_start = parser.pos;
+        message.body_start = body_start;
+        let Some(framing) = framing else {
+            message.buf = &buf[..body_start];
+            return Ok(message);
+        };
+        let available = buf.len() - body_start;
+        let end = match message.content_length {
+            Some(declared) if declared > available => {
+                return Err(ParseError::BodyTruncated {
+                    declared,
+                    available,
+                });
+            }
+            Some(declared) => body_start + declared,
+            None if framing == Framing::Stream => return Err(ParseError::MissingContentLength),
+            None => buf.len(),
+        };
+        message.buf = &buf[..end];
+        Ok(message)
     }
 
     /// The bytes of the message, from the start line to the end of the body.
@@ -288,12 +293,11 @@ impl<'a> Message<'a> {
     }
 
     fn view(&self, index: usize, raw: &RawHeader) -> Header<'a> {
-        let name_start = raw.name_start as usize;
         Header {
             index,
             name: raw.name,
-            raw_name: &self.buf[name_start..name_start + raw.name_len as usize],
-            value: &self.buf[raw.value_start as usize..raw.value_end as usize],
+            raw_name: &self.buf[usize::from(raw.name_start)..usize::from(raw.name_end)],
+            value: &self.buf[usize::from(raw.value_start)..usize::from(raw.value_end)],
         }
     }
 
@@ -388,8 +392,8 @@ impl<'a> Message<'a> {
     /// of its last continuation line (which may hold only white space).
     pub(crate) fn header_line_range(&self, index: usize) -> Option<Range<usize>> {
         let raw = self.headers.as_slice().get(index)?;
-        let start = raw.name_start as usize;
-        let mut end = raw.value_end as usize;
+        let start = usize::from(raw.name_start);
+        let mut end = usize::from(raw.value_end);
         loop {
             end += memchr::memchr(b'\n', &self.buf[end..])? + 1;
             if !matches!(self.buf.get(end), Some(b' ' | b'\t')) {
@@ -575,23 +579,31 @@ impl<'a> Splitter<'a, '_> {
                 Some(_) => {}
             }
             // The name: a token, optional white space, a colon.
-            let mut i = line_start;
-            while i < buf.len() && is_token(buf[i]) {
-                i += 1;
-            }
-            let name_end = i;
-            if name_end == line_start {
+            let rest = &buf[line_start..];
+            let name_len = rest
+                .iter()
+                .position(|&b| !is_token(b))
+                .unwrap_or(rest.len());
+            if name_len == 0 {
                 return Err(ParseError::BadHeaderName { offset: line_start });
             }
-            while i < buf.len() && (buf[i] == b' ' || buf[i] == b'\t') {
-                i += 1;
-            }
-            if buf.get(i) != Some(&b':') {
-                return Err(ParseError::MissingColon { offset: line_start });
-            }
+            let name_end = line_start + name_len;
+            let colon = match buf.get(name_end) {
+                Some(b':') => name_end,
+                _ => {
+                    let gap = buf[name_end..]
+                        .iter()
+                        .position(|&b| b != b' ' && b != b'\t')
+                        .unwrap_or(buf.len() - name_end);
+                    if buf.get(name_end + gap) != Some(&b':') {
+                        return Err(ParseError::MissingColon { offset: line_start });
+                    }
+                    name_end + gap
+                }
+            };
             // The value runs to a line end that is not followed by white space (a folded
             // line continues the value, RFC 3261 §7.3.1).
-            let value_start = i + 1;
+            let value_start = colon + 1;
             let mut from = value_start;
             let (value_end, next) = loop {
                 let (end, next) = self.line_end(from)?;
@@ -629,13 +641,12 @@ impl<'a> Splitter<'a, '_> {
                 // with a configured header limit that high, and lookups fall back to None.
                 *slot = u16::try_from(index).unwrap_or(NONE);
             }
-            // Offsets fit in u32: the size limit is checked above and a usize limit larger
-            // than 4 GiB would be refused by the length checks of the runtime.
+            // Offsets fit in u16: `split` refuses inputs larger than 64 KiB.
             message.headers.push(RawHeader {
-                name_start: line_start as u32,
-                value_start: value_start as u32,
-                value_end: (value_start + value.len()) as u32,
-                name_len: (name_end - line_start).min(usize::from(u16::MAX)) as u16,
+                name_start: line_start as u16,
+                name_end: name_end as u16,
+                value_start: value_start as u16,
+                value_end: (value_start + value.len()) as u16,
                 name,
             });
             self.pos = next;

@@ -711,7 +711,7 @@ nonce=\"n\", uri=\"sip:bob@example.com\", response=\"0123456789abcdef0123456789a
             ),
             (
                 check_extra("Expires: 4294967296\r\n"),
-                SanityError::Header {
+                SanityError::Expires {
                     header: H::Expires,
                     error: FieldError::OutOfRange,
                 },
@@ -719,7 +719,7 @@ nonce=\"n\", uri=\"sip:bob@example.com\", response=\"0123456789abcdef0123456789a
             ),
             (
                 check_extra("Contact: <sip:a@b>;expires=x\r\n"),
-                SanityError::Header {
+                SanityError::Expires {
                     header: H::Contact,
                     error: FieldError::BadNumber,
                 },

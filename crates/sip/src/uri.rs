@@ -63,43 +63,62 @@ impl Host<'_> {
     /// Parses a host already known to hold only host characters: labels must be
     /// non-empty and must not start or end with '-'; one trailing dot (a fully qualified
     /// name) is allowed; all digits and dots must be an IPv4 address.
-    fn from_host_chars(raw: &[u8]) -> Option<Host<'_>> {
-        let mut previous = b'.';
-        let mut numeric = true;
-        for &b in raw {
-            match b {
-                b'.' if previous == b'.' || previous == b'-' => return None,
-                b'-' if previous == b'.' => return None,
-                _ => {}
-            }
-            numeric &= b.is_ascii_digit() || b == b'.';
-            previous = b;
-        }
-        if raw.is_empty() || previous == b'-' {
+    pub(crate) fn from_host_chars(raw: &[u8]) -> Option<Host<'_>> {
+        let (&first, &last) = (raw.first()?, raw.last()?);
+        if first == b'.' || first == b'-' || last == b'-' {
             return None;
         }
-        if numeric {
-            // No TLD is numeric: this is an IPv4 literal or nothing.
-            return parse_ipv4(raw).map(Host::V4);
+        if last.is_ascii_digit() {
+            if let Some(ip) = parse_ipv4(raw) {
+                return Some(Host::V4(ip));
+            }
+            // No TLD is numeric: all digits and dots that are not an address are nothing.
+            if raw.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
+                return None;
+            }
         }
-        Some(Host::Name(raw))
+        // Labels are non-empty and neither start nor end with '-'.
+        let bad_pair = raw
+            .windows(2)
+            .any(|pair| matches!(pair, [b'.' | b'-', b'.'] | [b'.', b'-']));
+        (!bad_pair).then_some(Host::Name(raw))
     }
 }
 
-/// Parses a dotted-quad IPv4 address of decimal parts 0 to 255 without leading zeros
-/// beyond one digit (as the standard library does).
+/// Parses a dotted-quad IPv4 address of decimal parts 0 to 255, without leading zeros
+/// (as the standard library does).
 fn parse_ipv4(raw: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut parts = raw.split(|&b| b == b'.');
-    for octet in &mut octets {
-        let part = parts.next()?;
-        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+    let mut part = 0;
+    let mut value = 0u16;
+    let mut digits = 0;
+    for &b in raw {
+        if b == b'.' {
+            if digits == 0 || part == 3 {
+                return None;
+            }
+            octets[part] = value as u8;
+            part += 1;
+            value = 0;
+            digits = 0;
+        } else if b.is_ascii_digit() {
+            if digits > 0 && value == 0 {
+                return None;
+            }
+            value = value * 10 + u16::from(b - b'0');
+            digits += 1;
+            if value > 255 {
+                return None;
+            }
+        } else {
             return None;
         }
-        let value = part.iter().fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
-        *octet = u8::try_from(value).ok()?;
     }
-    parts.next().is_none().then(|| Ipv4Addr::from(octets))
+    if digits == 0 || part != 3 {
+        return None;
+    }
+    octets[3] = value as u8;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// Parses the inside of an IPv6 reference (without brackets).

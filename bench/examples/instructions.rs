@@ -1,0 +1,57 @@
+//! Runs one parser workload many times, for instruction counting under valgrind, which is
+//! repeatable where timings on a shared machine are not. `bench/instructions` drives it.
+//!
+//! Usage: `instructions <workload> <message> <iterations>`, with workload one of
+//! `sipwall/split`, `sipwall/policy_fields`, `sipwall/sanity`, `rsip/parse`,
+//! `rsip/policy_fields`, `sipx/parse`, `sipx/policy_fields` (the criterion names).
+#![allow(clippy::unwrap_used)]
+
+#[path = "../benches/policy/mod.rs"]
+mod policy;
+
+use std::hint::black_box;
+
+use policy::{Blackhole, rsip_policy, sipwall_policy, sipx_policy};
+use sipwall_bench::MESSAGES;
+use sipwall_sip::{Framing, Limits, Message, Sanity};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(workload), Some(name), Some(iterations)) = (args.get(1), args.get(2), args.get(3))
+    else {
+        eprintln!("usage: instructions <workload> <message> <iterations>");
+        std::process::exit(2);
+    };
+    let iterations: usize = iterations.parse().unwrap();
+    let bytes = MESSAGES.iter().find(|(n, _)| n == name).unwrap().1;
+    let limits = Limits::default();
+    let sipx_limits = sipx_sip::Limits::datagram();
+    let sanity = Sanity::new();
+    for _ in 0..iterations {
+        let bytes = black_box(bytes);
+        match workload.as_str() {
+            "sipwall/split" => {
+                let msg = Message::parse(bytes, Framing::Datagram, &limits).unwrap();
+                black_box(msg.header_count());
+            }
+            "sipwall/policy_fields" => sipwall_policy(bytes, &limits, &mut Blackhole).unwrap(),
+            "sipwall/sanity" => {
+                let msg = Message::parse(bytes, Framing::Datagram, &limits).unwrap();
+                black_box(sanity.check(&msg).unwrap());
+            }
+            "rsip/parse" => {
+                black_box(rsip::SipMessage::try_from(bytes).unwrap());
+            }
+            "rsip/policy_fields" => rsip_policy(bytes, &mut Blackhole).unwrap(),
+            "sipx/parse" => {
+                let buf = bytes::Bytes::from_static(bytes);
+                black_box(sipx_sip::parse_datagram(buf, &sipx_limits).unwrap());
+            }
+            "sipx/policy_fields" => sipx_policy(bytes, &sipx_limits, &mut Blackhole).unwrap(),
+            other => {
+                eprintln!("unknown workload {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Flow tokens: what the edge must remember about a peer, carried inside the messages.
+//!
+//! A stateless edge keeps no table of who is behind which NAT binding or TCP connection.
+//! Instead it writes that into the messages it forwards, as a token that only holders of
+//! the cluster key can read or forge: AES-SIV (RFC 5297), a deterministic authenticated
+//! cipher, so that the same input always gives the same token (a re-REGISTER does not
+//! pile up bindings, and every node with the key produces and accepts the same tokens).
+//! Tokens are URL-safe base64 without padding, so they fit in URI and Via parameters.
+//!
+//! Each token is sealed for one [`Purpose`], which enters the cipher as associated data:
+//! a token cut from a Via cannot be replayed as a Contact token.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use aes_siv::aead::inout::InOutBuf;
+use aes_siv::siv::Aes128Siv;
+use aes_siv::KeyInit;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Length of a key: AES-128-SIV takes two 128-bit keys.
+pub const KEY_LEN: usize = 32;
+
+/// Largest plaintext a token carries (a flow plus an original Contact URI).
+pub const MAX_PLAINTEXT: usize = 1024;
+
+/// What a token is for; a token opens only for the purpose it was sealed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The edge's own Via on a forwarded request: where its responses go back to.
+    Via,
+    /// A masked Contact: the peer's flow and its original Contact URI.
+    Contact,
+    /// Derivation of the branch hashing key.
+    BranchKey,
+}
+
+impl Purpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Purpose::Via => b"sipwall via 1",
+            Purpose::Contact => b"sipwall contact 1",
+            Purpose::BranchKey => b"sipwall branch key 1",
+        }
+    }
+}
+
+/// The transport of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+}
+
+impl Transport {
+    /// The Via transport token.
+    pub fn as_via(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// True for connection-oriented transports.
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Tls => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Transport::Udp),
+            1 => Some(Transport::Tcp),
+            2 => Some(Transport::Tls),
+            _ => None,
+        }
+    }
+}
+
+/// A peer as the edge sees it: how to send to it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flow {
+    /// The transport the peer used.
+    pub transport: Transport,
+    /// The peer's transport address (after any NAT).
+    pub remote: SocketAddr,
+    /// For TCP and TLS, the connection the peer used (0 for UDP). A new connection is a
+    /// new flow: a message for a closed connection fails with 430 (RFC 5626).
+    pub connection: u64,
+}
+
+impl Flow {
+    /// Appends the binary form of the flow to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.transport.code());
+        match self.remote.ip() {
+            IpAddr::V4(ip) => {
+                out.push(4);
+                out.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                out.push(6);
+                out.extend_from_slice(&ip.octets());
+            }
+        }
+        out.extend_from_slice(&self.remote.port().to_be_bytes());
+        if self.transport.is_stream() {
+            out.extend_from_slice(&self.connection.to_be_bytes());
+        }
+    }
+
+    /// Reads a flow from the front of `bytes`; returns it and the rest.
+    pub fn decode(bytes: &[u8]) -> Option<(Flow, &[u8])> {
+        let (&code, rest) = bytes.split_first()?;
+        let transport = Transport::from_code(code)?;
+        let (&family, rest) = rest.split_first()?;
+        let (ip, rest): (IpAddr, &[u8]) = match family {
+            4 => {
+                let (octets, rest) = rest.split_first_chunk::<4>()?;
+                (Ipv4Addr::from(*octets).into(), rest)
+            }
+            6 => {
+                let (octets, rest) = rest.split_first_chunk::<16>()?;
+                (Ipv6Addr::from(*octets).into(), rest)
+            }
+            _ => return None,
+        };
+        let (port, rest) = rest.split_first_chunk::<2>()?;
+        let (connection, rest) = if transport.is_stream() {
+            let (id, rest) = rest.split_first_chunk::<8>()?;
+            (u64::from_be_bytes(*id), rest)
+        } else {
+            (0, rest)
+        };
+        let flow = Flow {
+            transport,
+            remote: SocketAddr::new(ip, u16::from_be_bytes(*port)),
+            connection,
+        };
+        Some((flow, rest))
+    }
+}
+
+/// Why a token was refused. Deliberately uninformative toward the peer: a forged,
+/// truncated, replayed-for-another-purpose or stale token all look the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid or foreign token")]
+pub struct BadToken;
+
+/// The sealing keys of one worker: the current key, and the previous one during a
+/// rotation (tokens made with it still open, new tokens use the current key).
+pub struct TokenCodec {
+    current: Aes128Siv,
+    previous: Option<Aes128Siv>,
+    /// Reused plaintext buffer.
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for TokenCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCodec")
+            .field("rotating", &self.previous.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenCodec {
+    /// A codec for `key`, also accepting tokens of `previous`.
+    pub fn new(key: &[u8; KEY_LEN], previous: Option<&[u8; KEY_LEN]>) -> Self {
+        TokenCodec {
+            current: Aes128Siv::new(key.into()),
+            previous: previous.map(|key| Aes128Siv::new(key.into())),
+            scratch: Vec::with_capacity(MAX_PLAINTEXT + 16),
+        }
+    }
+
+    /// Seals `plaintext` for `purpose` and appends the token's base64 text to `out`.
+    pub fn seal(&mut self, purpose: Purpose, plaintext: &[u8], out: &mut Vec<u8>) {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&[0; 16]);
+        self.scratch.extend_from_slice(plaintext);
+        let (tag_room, body) = self.scratch.split_at_mut(16);
+        // Sealing cannot fail: one header, any plaintext length.
+        if let Ok(tag) = self
+            .current
+            .encrypt_inout_detached([purpose.label()], InOutBuf::from(body))
+        {
+            tag_room.copy_from_slice(tag.as_slice());
+        }
+        let start = out.len();
+        out.resize(start + base64::encoded_len(self.scratch.len(), false).unwrap_or(0), 0);
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(&self.scratch, &mut out[start..])
+            .unwrap_or(0);
+        out.truncate(start + written);
+    }
+
+    /// Opens a token sealed for `purpose` by the current or the previous key; returns
+    /// the plaintext, valid until the next call.
+    pub fn open(&mut self, purpose: Purpose, token: &[u8]) -> Result<&[u8], BadToken> {
+        // Base64 grows by 4/3; refuse oversized tokens before decoding anything.
+        if token.len() > (MAX_PLAINTEXT + 16) * 4 / 3 + 4 {
+            return Err(BadToken);
+        }
+        self.scratch.clear();
+        self.scratch.resize(token.len() * 3 / 4 + 3, 0);
+        let len = URL_SAFE_NO_PAD
+            .decode_slice(token, &mut self.scratch)
+            .map_err(|_| BadToken)?;
+        if len < 16 {
+            return Err(BadToken);
+        }
+        self.scratch.truncate(len);
+        let mut tag = aes_siv::Tag::default();
+        tag.copy_from_slice(&self.scratch[..16]);
+        // A failed attempt leaves the ciphertext in place (the cipher re-encrypts what it
+        // decrypted), so the previous key can try the same bytes.
+        for cipher in std::iter::once(&mut self.current).chain(self.previous.as_mut()) {
+            let body = &mut self.scratch[16..];
+            if cipher
+                .decrypt_inout_detached([purpose.label()], InOutBuf::from(&mut *body), &tag)
+                .is_ok()
+            {
+                return Ok(&self.scratch[16..]);
+            }
+        }
+        Err(BadToken)
+    }
+
+    /// A keyed-hash key derived from the current key, for branch parameters.
+    pub fn derive_branch_key(&mut self) -> [u8; 16] {
+        let mut block = [0u8; 16];
+        let tag = self
+            .current
+            .encrypt_inout_detached([Purpose::BranchKey.label()], InOutBuf::from(&mut block[..]));
+        let mut key = [0u8; 16];
+        if let Ok(tag) = tag {
+            key.copy_from_slice(tag.as_slice());
+        }
+        key
+    }
+}
