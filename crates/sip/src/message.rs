@@ -10,7 +10,7 @@
 use std::ops::Range;
 
 use crate::Limits;
-use crate::chars::{is_token, parse_u64, trim_lws};
+use crate::chars::{is_lws, is_token, parse_u64, trim_lws};
 use crate::error::ParseError;
 use crate::name::{HEADER_NAME_COUNT, HeaderName, Method};
 
@@ -623,7 +623,13 @@ impl<'a> Splitter<'a, '_> {
                     limit: self.limits.max_headers,
                 });
             }
-            let value = trim_lws(&buf[value_start..value_end]);
+            // Nearly always one space after the colon and nothing at the end: take that
+            // without the general trim.
+            let single_space = usize::from(buf.get(value_start) == Some(&b' '));
+            let value = match buf.get(value_start + single_space..value_end) {
+                Some(v @ [first, .., last]) if !is_lws(*first) && !is_lws(*last) => v,
+                _ => trim_lws(&buf[value_start..value_end]),
+            };
             let value_start = value.as_ptr() as usize - buf.as_ptr() as usize;
             let name = HeaderName::from_bytes(&buf[line_start..name_end]);
             if name == HeaderName::ContentLength {

@@ -19,6 +19,9 @@ pub struct Param<'a> {
     pub value: Option<&'a [u8]>,
     /// The whole `name=value` text between the separators, trimmed.
     pub raw: &'a [u8],
+    /// Set by the scanner when it has already seen that the name is a token and the
+    /// value (if any) a token or host, so that [`Param::validate`] need not look again.
+    plain: bool,
 }
 
 impl<'a> Params<'a> {
@@ -80,6 +83,9 @@ impl Param<'_> {
     /// Checks the `generic-param` grammar: the name a token, the value a token, a host
     /// (IPv6 references included) or a quoted string.
     pub fn validate(&self) -> Result<(), FieldError> {
+        if self.plain {
+            return Ok(());
+        }
         if self.name.is_empty() || !self.name.iter().all(|&b| is_token(b)) {
             return Err(FieldError::BadParam);
         }
@@ -135,6 +141,7 @@ impl<'a> ParamIter<'a> {
             name,
             value,
             raw: entry,
+            plain: false,
         }
     }
 }
@@ -150,24 +157,37 @@ fn fast_param(s: &[u8]) -> Option<(Param<'_>, Option<&[u8]>)> {
         }
         i
     };
+    // `seen` collects the class bits common to every byte, so that one scan also tells
+    // whether the name is a token and the value a token or host.
+    let scan = |mut i: usize, seen: &mut u8| {
+        while i < s.len() {
+            let class = CLASS[s[i] as usize];
+            if class & TEXT == 0 {
+                break;
+            }
+            *seen &= class;
+            i += 1;
+        }
+        i
+    };
     let name_start = skip_lws(0);
-    let mut i = name_start;
-    while i < s.len() && PARAM_TEXT[s[i] as usize] {
-        i += 1;
-    }
+    let mut name_seen = TOKEN_CLASS;
+    let mut i = scan(name_start, &mut name_seen);
     let name_end = i;
     let mut end = name_end;
     let mut value = None;
+    let mut value_plain = true;
     i = skip_lws(i);
     if s.get(i) == Some(&b'=') {
         let value_start = skip_lws(i + 1);
         i = value_start;
         if s.get(i) == Some(&b'"') {
             i += quoted_string_len(&s[i..])?;
+            value_plain = false;
         } else {
-            while i < s.len() && PARAM_TEXT[s[i] as usize] {
-                i += 1;
-            }
+            let mut value_seen = GEN_VALUE;
+            i = scan(i, &mut value_seen);
+            value_plain = value_seen & GEN_VALUE != 0 && i > value_start;
         }
         value = Some(&s[value_start..i]);
         end = i;
@@ -182,24 +202,39 @@ fn fast_param(s: &[u8]) -> Option<(Param<'_>, Option<&[u8]>)> {
         name: &s[name_start..name_end],
         value,
         raw: &s[name_start..end],
+        plain: name_seen & TOKEN_CLASS != 0 && name_end > name_start && value_plain,
     };
     Some((param, rest))
 }
 
-/// Characters of parameter names and unquoted values: token characters and the extra
-/// `paramchar`s of URI parameters, without the `;` and `=` that delimit them.
-static PARAM_TEXT: [bool; 256] = {
-    let mut table = [false; 256];
-    let extra = b"-.!%*_+`'~()[]/:&$";
+/// Class bit: a character of parameter names and unquoted values (token characters and
+/// the extra `paramchar`s of URI parameters, without the `;` and `=` that delimit them).
+const TEXT: u8 = 1;
+/// Class bit: a `token` character.
+const TOKEN_CLASS: u8 = 2;
+/// Class bit: a character of an unquoted `gen-value` (token or host, IPv6 included).
+const GEN_VALUE: u8 = 4;
+
+/// The class bits of every byte.
+static CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
     let mut b = 0;
     while b < 256 {
-        table[b] = (b as u8).is_ascii_alphanumeric();
+        let c = b as u8;
+        table[b] = if c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            ) {
+            TEXT | TOKEN_CLASS | GEN_VALUE
+        } else if matches!(c, b':' | b'[' | b']') {
+            TEXT | GEN_VALUE
+        } else if matches!(c, b'(' | b')' | b'/' | b'&' | b'$') {
+            TEXT
+        } else {
+            0
+        };
         b += 1;
-    }
-    let mut i = 0;
-    while i < extra.len() {
-        table[extra[i] as usize] = true;
-        i += 1;
     }
     table
 };
