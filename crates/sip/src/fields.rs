@@ -426,60 +426,63 @@ impl<'a> Credentials<'a> {
 /// Reads the comma-separated `name=value` list of a Digest header.
 fn parse_digest(params: &[u8]) -> Result<DigestFields<'_>, FieldError> {
     let mut fields = DigestFields::default();
-    for item in split_list(params) {
-        if item.is_empty() {
-            // RFC 7235 tolerates empty list elements (`a=1,,b=2`).
-            continue;
-        }
-        let eq = memchr::memchr(b'=', item).ok_or(FieldError::BadParam)?;
-        let name = trim_lws(&item[..eq]);
-        let raw_value = trim_lws(&item[eq + 1..]);
-        if name.is_empty() || !name.iter().all(|&b| is_token(b)) {
-            return Err(FieldError::BadParam);
-        }
-        let value = if raw_value.first() == Some(&b'"') {
-            match quoted_string_len(raw_value) {
-                Some(len) if len == raw_value.len() => unquote(raw_value),
-                Some(_) => return Err(FieldError::BadParam),
-                None => return Err(FieldError::UnterminatedQuote),
+    let mut cursor = Cursor { s: params, pos: 0 };
+    loop {
+        // Items are separated by commas; RFC 7235 tolerates empty ones (`a=1,,b=2`).
+        cursor.skip_lws();
+        match cursor.peek() {
+            None => return Ok(fields),
+            Some(b',') => {
+                cursor.pos += 1;
+                continue;
             }
-        } else if !raw_value.is_empty() && raw_value.iter().all(|&b| is_token(b)) {
-            raw_value
+            Some(_) => {}
+        }
+        let name = cursor.token().ok_or(FieldError::BadParam)?;
+        cursor.skip_lws();
+        cursor.expect(b'=').ok_or(FieldError::BadParam)?;
+        cursor.skip_lws();
+        let rest = &params[cursor.pos..];
+        let value = if rest.first() == Some(&b'"') {
+            let len = quoted_string_len(rest).ok_or(FieldError::UnterminatedQuote)?;
+            cursor.pos += len;
+            unquote(&rest[..len])
         } else {
+            cursor.token().ok_or(FieldError::BadParam)?
+        };
+        cursor.skip_lws();
+        if !matches!(cursor.peek(), None | Some(b',')) {
             return Err(FieldError::BadParam);
-        };
-        let Some(slot) = fields.slot(name) else {
-            // Parameters of extensions (RFC 7616 userhash, charset…) are not needed here.
-            continue;
-        };
-        if slot.replace(value).is_some() {
+        }
+        // Parameters of extensions (RFC 7616 userhash, charset…) are not needed here.
+        if let Some(slot) = fields.slot(name)
+            && slot.replace(value).is_some()
+        {
             return Err(FieldError::DuplicateParam);
         }
     }
-    Ok(fields)
 }
 
 impl<'a> DigestFields<'a> {
     /// The field that stores parameter `name` (case-insensitive), if it is a known one.
     fn slot(&mut self, name: &[u8]) -> Option<&mut Option<&'a [u8]>> {
-        let fields: [(&[u8], &mut Option<&'a [u8]>); 12] = [
-            (b"username", &mut self.username),
-            (b"realm", &mut self.realm),
-            (b"nonce", &mut self.nonce),
-            (b"uri", &mut self.uri),
-            (b"response", &mut self.response),
-            (b"algorithm", &mut self.algorithm),
-            (b"cnonce", &mut self.cnonce),
-            (b"opaque", &mut self.opaque),
-            (b"qop", &mut self.qop),
-            (b"nc", &mut self.nc),
-            (b"stale", &mut self.stale),
-            (b"domain", &mut self.domain),
-        ];
-        fields
-            .into_iter()
-            .find(|(known, _)| known.eq_ignore_ascii_case(name))
-            .map(|(_, slot)| slot)
+        // Dispatch on the length, then one compare.
+        let (known, slot): (&[u8], &mut Option<&'a [u8]>) = match name.len() {
+            2 => (b"nc", &mut self.nc),
+            3 if name[0].eq_ignore_ascii_case(&b'u') => (b"uri", &mut self.uri),
+            3 => (b"qop", &mut self.qop),
+            5 if name[0].eq_ignore_ascii_case(&b'r') => (b"realm", &mut self.realm),
+            5 if name[0].eq_ignore_ascii_case(&b'n') => (b"nonce", &mut self.nonce),
+            5 => (b"stale", &mut self.stale),
+            6 if name[0].eq_ignore_ascii_case(&b'c') => (b"cnonce", &mut self.cnonce),
+            6 if name[0].eq_ignore_ascii_case(&b'o') => (b"opaque", &mut self.opaque),
+            6 => (b"domain", &mut self.domain),
+            8 if name[0].eq_ignore_ascii_case(&b'u') => (b"username", &mut self.username),
+            8 => (b"response", &mut self.response),
+            9 => (b"algorithm", &mut self.algorithm),
+            _ => return None,
+        };
+        known.eq_ignore_ascii_case(name).then_some(slot)
     }
 }
 
@@ -569,6 +572,10 @@ impl<'a> Cursor<'a> {
     fn token(&mut self) -> Option<&'a [u8]> {
         let token = self.take_while(is_token);
         (!token.is_empty()).then_some(token)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.pos).copied()
     }
 
     fn expect(&mut self, byte: u8) -> Option<()> {

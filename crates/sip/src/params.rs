@@ -182,8 +182,8 @@ fn fast_param(s: &[u8]) -> Option<(Param<'_>, Option<&[u8]>)> {
         let value_start = skip_lws(i + 1);
         i = value_start;
         if s.get(i) == Some(&b'"') {
+            // Measured as a whole quoted string: valid as it stands.
             i += quoted_string_len(&s[i..])?;
-            value_plain = false;
         } else {
             let mut value_seen = GEN_VALUE;
             i = scan(i, &mut value_seen);
