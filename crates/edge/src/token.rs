@@ -12,9 +12,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use aes_siv::KeyInit;
 use aes_siv::aead::inout::InOutBuf;
 use aes_siv::siv::Aes128Siv;
-use aes_siv::KeyInit;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -22,7 +22,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 pub const KEY_LEN: usize = 32;
 
 /// Largest plaintext a token carries (a flow plus an original Contact URI).
-pub const MAX_PLAINTEXT: usize = 1024;
+pub const MAX_PLAINTEXT: usize = 2048 + 64;
 
 /// What a token is for; a token opens only for the purpose it was sealed for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +200,10 @@ impl TokenCodec {
             tag_room.copy_from_slice(tag.as_slice());
         }
         let start = out.len();
-        out.resize(start + base64::encoded_len(self.scratch.len(), false).unwrap_or(0), 0);
+        out.resize(
+            start + base64::encoded_len(self.scratch.len(), false).unwrap_or(0),
+            0,
+        );
         let written = URL_SAFE_NO_PAD
             .encode_slice(&self.scratch, &mut out[start..])
             .unwrap_or(0);

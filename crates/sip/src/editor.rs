@@ -230,17 +230,44 @@ impl Editor {
     /// its comma.
     pub fn pop_via(&mut self, msg: &Message<'_>) -> Result<(), EditError> {
         let via = msg.header(HeaderName::Via).ok_or(EditError::NoSuchHeader)?;
-        let mut entries = split_list(via.value);
-        let first = entries.next().ok_or(EditError::NoSuchHeader)?;
-        match entries.next() {
-            None => self.remove_header(msg, via.index),
-            Some(second) => {
-                let start = Self::range(msg, first)?.start;
-                let end = Self::range(msg, second)?.start;
-                self.push(start..end, &[]);
-                Ok(())
+        let first = split_list(via.value)
+            .next()
+            .ok_or(EditError::NoSuchHeader)?;
+        self.remove_list_entry(msg, via.index, first)
+    }
+
+    /// Removes one entry of a list-valued header field (a Route the proxy consumes, a
+    /// Via it pops): the whole field if the entry is its only one, else the entry and
+    /// the comma that separates it from its neighbour. `entry` is a slice returned by
+    /// [`Message::values`] or [`split_list`] for the field at `header_index`.
+    pub fn remove_list_entry(
+        &mut self,
+        msg: &Message<'_>,
+        header_index: usize,
+        entry: &[u8],
+    ) -> Result<(), EditError> {
+        let header = msg.header_at(header_index).ok_or(EditError::NoSuchHeader)?;
+        let target = Self::range(msg, entry)?;
+        let mut previous: Option<Range<usize>> = None;
+        let mut entries = split_list(header.value);
+        while let Some(current) = entries.next() {
+            let range = Self::range(msg, current)?;
+            if range != target {
+                previous = Some(range);
+                continue;
             }
+            let cut = match (entries.next(), previous) {
+                // Not the last: up to where the next entry starts.
+                (Some(next), _) => range.start..Self::range(msg, next)?.start,
+                // The last of several: from where the previous entry ends.
+                (None, Some(previous)) => previous.end..range.end,
+                // The only one: the whole field.
+                (None, None) => return self.remove_header(msg, header_index),
+            };
+            self.push(cut, &[]);
+            return Ok(());
         }
+        Err(EditError::NotInMessage)
     }
 
     /// Sets parameter `name` in `params` (a parameter list read from `msg`): replaces it
@@ -445,6 +472,38 @@ Via: SIP/2.0/UDP b;branch=z9hG4bKb\r\nContent-Length: 0\r\n\r\n";
             text(&out),
             "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP b;branch=z9hG4bKb\r\nContent-Length: 0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn list_entries_are_removed_with_their_comma() {
+        let routes =
+            b"OPTIONS sip:a@b SIP/2.0\r\nRoute: <sip:one;lr>, <sip:two;lr>, <sip:three;lr>\r\n\
+Route: <sip:four;lr>\r\nContent-Length: 0\r\n\r\n";
+        let remove = |pick: usize| {
+            let out = apply(routes, |editor, msg| {
+                let value = msg.values(HeaderName::Route).nth(pick).unwrap();
+                editor
+                    .remove_list_entry(msg, value.header_index, value.value)
+                    .unwrap();
+            });
+            let msg = parse(&out);
+            let left: Vec<_> = msg
+                .routes()
+                .map(|r| String::from_utf8_lossy(r.unwrap().uri.host_raw).into_owned())
+                .collect();
+            (left, text(&out))
+        };
+        let (left, out) = remove(0);
+        assert_eq!(left, ["two", "three", "four"]);
+        assert!(out.contains("Route: <sip:two;lr>, <sip:three;lr>\r\n"));
+        let (left, _) = remove(1);
+        assert_eq!(left, ["one", "three", "four"]);
+        let (left, out) = remove(2);
+        assert_eq!(left, ["one", "two", "four"]);
+        assert!(out.contains("Route: <sip:one;lr>, <sip:two;lr>\r\n"));
+        let (left, out) = remove(3);
+        assert_eq!(left, ["one", "two", "three"]);
+        assert!(!out.contains("four"));
     }
 
     #[test]

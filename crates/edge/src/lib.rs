@@ -1,0 +1,743 @@
+//! Stateless routing of an edge proxy, without I/O: for each message, what to send where.
+//!
+//! The edge stands between phones (the public side) and one upstream PBX or proxy (the
+//! inner side) and keeps no transaction or dialog state (RFC 3261 §16.11), so any node
+//! holding the same key can handle any message, and a restart loses no call. What it
+//! must remember travels inside the messages:
+//!
+//! - **Via**: a request gets the edge's Via on top, with a branch derived from the
+//!   request (a retransmission or a CANCEL gets the same one) and, toward the upstream, a
+//!   flow token saying where the response goes back to. The sender's Via gets
+//!   `received`/`rport` (RFC 3581).
+//! - **Contact masking**: a Contact from the public side is replaced by
+//!   `sip:user@<inner address>;swc=<token>`, the token holding the phone's flow and its
+//!   original Contact. Registrations and dialog targets then point at the edge, and the
+//!   upstream's requests to a phone behind NAT come back through it. REGISTER responses
+//!   show the phone its own Contacts again.
+//! - **Record-Route**: dialog-creating requests get two Record-Route entries, one per
+//!   side (RFC 5658), so in-dialog requests from either side pass the edge.
+//!
+//! The runtime (`sipwall-net`) calls [`Edge::handle`] with the bytes, the side and the
+//! peer's [`Flow`], and carries out the returned [`Action`].
+
+mod reply;
+mod token;
+
+use std::hash::Hasher;
+use std::net::{IpAddr, SocketAddr};
+
+use siphasher::sip::SipHasher13;
+use sipwall_sip::{
+    Contact, Editor, Framing, HeaderName, Limits, Message, Method, ParseError, Position, Rport,
+    Sanity, SanityError, Scheme, Uri, Via,
+};
+
+pub use token::{BadToken, Flow, KEY_LEN, Purpose, TokenCodec, Transport};
+
+/// URI parameter of a masked Contact that holds its token.
+const CONTACT_PARAM: &[u8] = b"swc";
+/// Via parameter of the edge's own Via that holds the flow token.
+const VIA_PARAM: &[u8] = b"swf";
+/// Prefix of the branches the edge generates: the RFC 3261 magic cookie, then "sw".
+const BRANCH_PREFIX: &[u8] = b"z9hG4bKsw";
+/// Length of the edge's branches: the prefix, then 16 hexadecimal digits of the
+/// transaction part and 16 of the loop part.
+const BRANCH_LEN: usize = BRANCH_PREFIX.len() + 32;
+/// A branch of the edge.
+type Branch = [u8; BRANCH_LEN];
+/// Max-Forwards given to requests that have none (RFC 3261 §8.1.1.6).
+const DEFAULT_MAX_FORWARDS: u8 = 70;
+
+/// Which side of the edge a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// From phones and the internet.
+    Public,
+    /// From the upstream PBX or proxy.
+    Inner,
+}
+
+/// What the edge needs to know about its place in the network.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// The public listeners: phones send here, and public-side Via and Record-Route
+    /// entries name them.
+    pub public: Vec<(Transport, SocketAddr)>,
+    /// The edge's address toward the upstream (UDP): masked Contacts and inner
+    /// Record-Route entries point here.
+    pub inner: SocketAddr,
+    /// The upstream PBX or proxy (UDP).
+    pub upstream: SocketAddr,
+    /// The key of flow tokens, shared by every edge of a cluster.
+    pub key: [u8; KEY_LEN],
+    /// The previous key, still accepted during a rotation.
+    pub previous_key: Option<[u8; KEY_LEN]>,
+    /// Parser limits.
+    pub limits: Limits,
+}
+
+/// One message received.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    /// The message (one datagram, or one message framed out of a stream).
+    pub bytes: &'a [u8],
+    /// Where it came from.
+    pub side: Side,
+    /// The peer it came from.
+    pub flow: Flow,
+}
+
+/// Where a forwarded message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The upstream, from the inner socket.
+    Upstream,
+    /// A peer on the public side, by its flow (a UDP address, or a TCP/TLS connection).
+    Peer(Flow),
+}
+
+/// Why a message was not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The message could not be parsed.
+    Malformed(ParseError),
+    /// A message failed a sanity check and could not be answered (a response or ACK).
+    Insane(SanityError),
+    /// A response whose top Via is not the edge's.
+    NotOurs,
+    /// A flow token that does not open: forged, truncated, stale or foreign.
+    BadToken,
+    /// A message the edge cannot rewrite (an edit would be invalid).
+    Unroutable,
+}
+
+/// What to do with a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action<'e> {
+    /// Send `bytes` to `to`.
+    Forward {
+        /// The destination.
+        to: Target,
+        /// The rewritten message.
+        bytes: &'e [u8],
+    },
+    /// Send `bytes` back to the flow the message came from (a local answer).
+    Reply {
+        /// The response.
+        bytes: &'e [u8],
+    },
+    /// Send nothing.
+    Drop(DropReason),
+}
+
+/// The routing state of one worker: configuration, keys and reused buffers.
+pub struct Edge {
+    config: EdgeConfig,
+    codec: TokenCodec,
+    branch_key: [u8; 16],
+    sanity: Sanity,
+    editor: Editor,
+    /// The message being written.
+    out: Vec<u8>,
+    /// Text of one header value or URI being composed.
+    text: Vec<u8>,
+    /// Plaintext of a token being sealed.
+    plain: Vec<u8>,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("config", &self.config.public)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Edge {
+    /// A worker's edge for `config`.
+    pub fn new(config: EdgeConfig) -> Self {
+        let mut codec = TokenCodec::new(&config.key, config.previous_key.as_ref());
+        let branch_key = codec.derive_branch_key();
+        Edge {
+            config,
+            codec,
+            branch_key,
+            sanity: Sanity::new(),
+            editor: Editor::new(),
+            out: Vec::with_capacity(4096),
+            text: Vec::with_capacity(512),
+            plain: Vec::with_capacity(512),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EdgeConfig {
+        &self.config
+    }
+
+    /// Decides what to do with one message.
+    pub fn handle<'e>(&'e mut self, inbound: &Inbound<'_>) -> Action<'e> {
+        let framing = if inbound.flow.transport.is_stream() {
+            Framing::Stream
+        } else {
+            Framing::Datagram
+        };
+        let msg = match Message::parse(inbound.bytes, framing, &self.config.limits) {
+            Ok(msg) => msg,
+            Err(error) => return Action::Drop(DropReason::Malformed(error)),
+        };
+        if let Err(error) = self.sanity.check(&msg) {
+            return self.refuse(&msg, error);
+        }
+        let routed = match (msg.is_request(), inbound.side) {
+            (true, Side::Public) => self.request_from_public(&msg, inbound),
+            (true, Side::Inner) => self.request_from_inner(&msg, inbound),
+            (false, Side::Inner) => self.response_from_inner(&msg),
+            (false, Side::Public) => self.response_from_public(&msg, inbound),
+        };
+        match routed {
+            Ok(Routed::Forward(to)) => Action::Forward {
+                to,
+                bytes: &self.out,
+            },
+            Ok(Routed::Reply) => Action::Reply { bytes: &self.out },
+            Err(reason) => Action::Drop(reason),
+        }
+    }
+
+    /// A 430 Flow Failed (RFC 5626) for a request the runtime could not deliver because
+    /// the peer's connection is gone; `None` if the message was not a request.
+    pub fn flow_failed(&mut self, request: &[u8], transport: Transport) -> Option<&[u8]> {
+        let framing = if transport.is_stream() {
+            Framing::Stream
+        } else {
+            Framing::Datagram
+        };
+        let msg = Message::parse(request, framing, &self.config.limits).ok()?;
+        if !msg.is_request() || msg.method() == Some(Method::Ack) {
+            return None;
+        }
+        self.write_reply(&msg, 430, b"");
+        Some(&self.out)
+    }
+
+    /// Answers a request that failed sanity, or drops what cannot be answered.
+    fn refuse(&mut self, msg: &Message<'_>, error: SanityError) -> Action<'_> {
+        if !msg.is_request() || msg.method() == Some(Method::Ack) {
+            return Action::Drop(DropReason::Insane(error));
+        }
+        let mut extra = Vec::new();
+        if error == SanityError::BadExtension {
+            extra.extend_from_slice(b"Unsupported: ");
+            let tags: Vec<&[u8]> = self.sanity.unsupported_proxy_require(msg).collect();
+            extra.extend_from_slice(&tags.join(&b", "[..]));
+            extra.extend_from_slice(b"\r\n");
+        }
+        self.write_reply(msg, error.status_code(), &extra);
+        Action::Reply { bytes: &self.out }
+    }
+
+    fn write_reply(&mut self, msg: &Message<'_>, code: u16, extra: &[u8]) {
+        let tag = self.hash(&[msg.call_id().unwrap_or_default(), b"tag"]);
+        let mut tag_text = [0u8; 16];
+        let tag_text = hex(tag, &mut tag_text);
+        reply::write_response(
+            msg,
+            code,
+            reply::reason(code),
+            tag_text,
+            extra,
+            &mut self.out,
+        );
+    }
+
+    fn request_from_public(
+        &mut self,
+        msg: &Message<'_>,
+        inbound: &Inbound<'_>,
+    ) -> Result<Routed, DropReason> {
+        let top = top_via(msg)?;
+        let branch = self.branch_for(msg, &top);
+        if self.is_loop(msg, self.config.inner, &branch) {
+            self.write_reply(msg, 482, b"");
+            return Ok(Routed::Reply);
+        }
+        if msg.method() == Some(Method::Options) && self.addressed_to_edge(msg) {
+            self.write_reply(msg, 200, b"Allow: OPTIONS\r\nAccept: application/sdp\r\n");
+            return Ok(Routed::Reply);
+        }
+        self.editor.clear();
+        self.stamp_sender_via(msg, &top, inbound.flow)?;
+        self.pop_own_routes(msg)?;
+        self.decrement_max_forwards(msg)?;
+        self.mask_contacts(msg, inbound.flow)?;
+        if creates_dialog(msg) {
+            let public = self.public_address(inbound.flow.transport, inbound.flow.remote);
+            // The entry that faces the upstream goes on top (RFC 5658 double
+            // Record-Route): the upstream and the callee route through the inner one,
+            // the caller (reading the list backwards) through the public one.
+            self.record_route(msg, self.config.inner, Transport::Udp)?;
+            self.record_route(msg, public, inbound.flow.transport)?;
+        }
+        // The edge's Via, with the phone's flow sealed in, so that the response finds
+        // its way back without state.
+        self.plain.clear();
+        inbound.flow.encode(&mut self.plain);
+        self.text.clear();
+        push_via_prefix(&mut self.text, Transport::Udp, self.config.inner, &branch);
+        self.text.push(b';');
+        self.text.extend_from_slice(VIA_PARAM);
+        self.text.push(b'=');
+        self.codec.seal(Purpose::Via, &self.plain, &mut self.text);
+        self.editor
+            .push_via(msg, &self.text)
+            .map_err(|_| DropReason::Unroutable)?;
+        self.finish(msg)?;
+        Ok(Routed::Forward(Target::Upstream))
+    }
+
+    fn request_from_inner(
+        &mut self,
+        msg: &Message<'_>,
+        _inbound: &Inbound<'_>,
+    ) -> Result<Routed, DropReason> {
+        let top = top_via(msg)?;
+        // Where the request goes: the flow sealed in the masked Request-URI.
+        let Some(Ok(uri)) = msg.request_uri() else {
+            return Err(DropReason::Unroutable);
+        };
+        let Some(Some(token)) = uri.params.get(CONTACT_PARAM) else {
+            self.write_reply(msg, 404, b"");
+            return Ok(Routed::Reply);
+        };
+        let Ok(plain) = self.codec.open(Purpose::Contact, token) else {
+            self.write_reply(msg, 403, b"");
+            return Ok(Routed::Reply);
+        };
+        let Some((flow, original)) = Flow::decode(plain) else {
+            return Err(DropReason::BadToken);
+        };
+        let original = original.to_vec();
+        let public = self.public_address(flow.transport, flow.remote);
+        let branch = self.branch_for(msg, &top);
+        if self.is_loop(msg, public, &branch) {
+            self.write_reply(msg, 482, b"");
+            return Ok(Routed::Reply);
+        }
+        self.editor.clear();
+        self.editor
+            .replace_request_uri(msg, &original)
+            .map_err(|_| DropReason::Unroutable)?;
+        self.pop_own_routes(msg)?;
+        self.decrement_max_forwards(msg)?;
+        if creates_dialog(msg) {
+            // Facing the phone on top this time.
+            self.record_route(msg, public, flow.transport)?;
+            self.record_route(msg, self.config.inner, Transport::Udp)?;
+        }
+        self.text.clear();
+        push_via_prefix(&mut self.text, flow.transport, public, &branch);
+        self.editor
+            .push_via(msg, &self.text)
+            .map_err(|_| DropReason::Unroutable)?;
+        self.finish(msg)?;
+        Ok(Routed::Forward(Target::Peer(flow)))
+    }
+
+    fn response_from_inner(&mut self, msg: &Message<'_>) -> Result<Routed, DropReason> {
+        let top = top_via(msg)?;
+        if !self.is_inner_address(&top) {
+            return Err(DropReason::NotOurs);
+        }
+        let token = top
+            .params
+            .get(VIA_PARAM)
+            .flatten()
+            .ok_or(DropReason::NotOurs)?;
+        let plain = self
+            .codec
+            .open(Purpose::Via, token)
+            .map_err(|_| DropReason::BadToken)?;
+        let (flow, _) = Flow::decode(plain).ok_or(DropReason::BadToken)?;
+        self.editor.clear();
+        self.editor
+            .pop_via(msg)
+            .map_err(|_| DropReason::Unroutable)?;
+        if matches!(msg.cseq(), Some(Ok(cseq)) if cseq.method == Method::Register) {
+            self.unmask_contacts(msg)?;
+        }
+        self.finish(msg)?;
+        Ok(Routed::Forward(Target::Peer(flow)))
+    }
+
+    fn response_from_public(
+        &mut self,
+        msg: &Message<'_>,
+        inbound: &Inbound<'_>,
+    ) -> Result<Routed, DropReason> {
+        let top = top_via(msg)?;
+        let ours = top.branch().is_some_and(|b| b.starts_with(BRANCH_PREFIX))
+            && self.is_public_address(&top);
+        if !ours {
+            return Err(DropReason::NotOurs);
+        }
+        self.editor.clear();
+        self.editor
+            .pop_via(msg)
+            .map_err(|_| DropReason::Unroutable)?;
+        // The callee's Contact must lead the upstream's in-dialog requests (ACK, BYE)
+        // back through the edge. 3xx Contacts are redirect targets, not the callee.
+        if matches!(msg.status_code(), Some(101..=299)) {
+            self.mask_contacts(msg, inbound.flow)?;
+        }
+        self.finish(msg)?;
+        Ok(Routed::Forward(Target::Upstream))
+    }
+
+    /// Writes the edited message into `out`.
+    fn finish(&mut self, msg: &Message<'_>) -> Result<(), DropReason> {
+        self.editor
+            .finish(msg, &mut self.out)
+            .map_err(|_| DropReason::Unroutable)
+    }
+
+    /// Sets `received` and `rport` on the sender's Via (RFC 3261 §18.2.1, RFC 3581).
+    fn stamp_sender_via(
+        &mut self,
+        msg: &Message<'_>,
+        top: &Via<'_>,
+        flow: Flow,
+    ) -> Result<(), DropReason> {
+        let source = flow.remote.ip();
+        if top.host.ip() != Some(source) {
+            self.text.clear();
+            push_ip(&mut self.text, source);
+            self.editor
+                .set_param(msg, top.params, b"received", Some(&self.text))
+                .map_err(|_| DropReason::Unroutable)?;
+        }
+        if top.rport() != Rport::Absent {
+            self.text.clear();
+            reply::push_number(&mut self.text, u64::from(flow.remote.port()));
+            self.editor
+                .set_param(msg, top.params, b"rport", Some(&self.text))
+                .map_err(|_| DropReason::Unroutable)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the Route entries at the top that name the edge (it record-routed them):
+    /// whole Route fields while all their entries are the edge's, then the leading
+    /// entries of the first field that also names another hop.
+    fn pop_own_routes(&mut self, msg: &Message<'_>) -> Result<(), DropReason> {
+        let bytes = msg.as_bytes();
+        for header in msg.headers_named(HeaderName::Route) {
+            let mut own_end = None;
+            let mut next_start = None;
+            for entry in sipwall_sip::split_list(header.value) {
+                let own = sipwall_sip::NameAddr::parse(entry, usize::MAX)
+                    .is_ok_and(|route| self.is_own_uri(&route.uri));
+                let range = msg.range_of(entry).ok_or(DropReason::Unroutable)?;
+                if !own {
+                    next_start = Some(range.start);
+                    break;
+                }
+                own_end = Some(range.end);
+            }
+            match (own_end, next_start) {
+                // The field holds only the edge's entries.
+                (Some(_), None) => self
+                    .editor
+                    .remove_header(msg, header.index)
+                    .map_err(|_| DropReason::Unroutable)?,
+                // Leading entries are the edge's: cut up to the first that is not.
+                (Some(_), Some(next)) => {
+                    let start = msg
+                        .range_of(header.value)
+                        .ok_or(DropReason::Unroutable)?
+                        .start;
+                    self.editor
+                        .replace(msg, &bytes[start..next], b"")
+                        .map_err(|_| DropReason::Unroutable)?;
+                    return Ok(());
+                }
+                (None, _) => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    fn decrement_max_forwards(&mut self, msg: &Message<'_>) -> Result<(), DropReason> {
+        self.text.clear();
+        match msg.header(HeaderName::MaxForwards) {
+            Some(header) => {
+                // Sanity has refused 0 and anything unparseable.
+                let hops = msg.max_forwards().and_then(Result::ok).unwrap_or(1);
+                reply::push_number(&mut self.text, u64::from(hops.saturating_sub(1)));
+                self.editor
+                    .replace_header_value(msg, header.index, &self.text)
+                    .map_err(|_| DropReason::Unroutable)
+            }
+            None => {
+                reply::push_number(&mut self.text, u64::from(DEFAULT_MAX_FORWARDS - 1));
+                self.editor
+                    .insert_header(msg, Position::Last, b"Max-Forwards", &self.text)
+                    .map_err(|_| DropReason::Unroutable)
+            }
+        }
+    }
+
+    /// Replaces every Contact URI by a masked one pointing at the inner address.
+    fn mask_contacts(&mut self, msg: &Message<'_>, flow: Flow) -> Result<(), DropReason> {
+        for contact in msg.contacts() {
+            let Ok(Contact::Address(addr)) = contact else {
+                // '*' stays; sanity has refused unparseable Contacts.
+                continue;
+            };
+            self.plain.clear();
+            flow.encode(&mut self.plain);
+            self.plain.extend_from_slice(addr.uri.raw);
+            if self.plain.len() > token::MAX_PLAINTEXT {
+                return Err(DropReason::Unroutable);
+            }
+            self.text.clear();
+            if !addr.bracketed {
+                self.text.push(b'<');
+            }
+            self.text.extend_from_slice(b"sip:");
+            if let Some(user) = addr.uri.user.filter(|_| addr.uri.is_sip()) {
+                self.text.extend_from_slice(user);
+                self.text.push(b'@');
+            }
+            push_address(&mut self.text, self.config.inner);
+            self.text.push(b';');
+            self.text.extend_from_slice(CONTACT_PARAM);
+            self.text.push(b'=');
+            self.codec
+                .seal(Purpose::Contact, &self.plain, &mut self.text);
+            if !addr.bracketed {
+                self.text.push(b'>');
+            }
+            self.editor
+                .replace(msg, addr.uri.raw, &self.text)
+                .map_err(|_| DropReason::Unroutable)?;
+        }
+        Ok(())
+    }
+
+    /// Restores the original Contacts in a REGISTER response.
+    fn unmask_contacts(&mut self, msg: &Message<'_>) -> Result<(), DropReason> {
+        for contact in msg.contacts() {
+            let Ok(Contact::Address(addr)) = contact else {
+                continue;
+            };
+            let Some(Some(token)) = addr.uri.params.get(CONTACT_PARAM) else {
+                continue;
+            };
+            let Ok(plain) = self.codec.open(Purpose::Contact, token) else {
+                continue;
+            };
+            let Some((_, original)) = Flow::decode(plain) else {
+                continue;
+            };
+            self.text.clear();
+            self.text.extend_from_slice(original);
+            self.editor
+                .replace(msg, addr.uri.raw, &self.text)
+                .map_err(|_| DropReason::Unroutable)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a Record-Route entry naming `address` on top.
+    fn record_route(
+        &mut self,
+        msg: &Message<'_>,
+        address: SocketAddr,
+        transport: Transport,
+    ) -> Result<(), DropReason> {
+        self.text.clear();
+        self.text.extend_from_slice(b"<sip:");
+        push_address(&mut self.text, address);
+        if transport != Transport::Udp {
+            self.text.extend_from_slice(b";transport=");
+            self.text
+                .extend_from_slice(transport.as_via().to_ascii_lowercase().as_bytes());
+        }
+        self.text.extend_from_slice(b";lr>");
+        let position = match msg.header(HeaderName::RecordRoute) {
+            Some(first) => Position::Before(first.index),
+            None => Position::Last,
+        };
+        // Insertions at one point keep their call order: callers add the top entry first.
+        self.editor
+            .insert_header(msg, position, b"Record-Route", &self.text)
+            .map_err(|_| DropReason::Unroutable)
+    }
+
+    /// A keyed hash of `parts`, the same on every node holding the key.
+    fn hash(&self, parts: &[&[u8]]) -> u64 {
+        let mut hasher = SipHasher13::new_with_key(&self.branch_key);
+        for part in parts {
+            hasher.write(part);
+            hasher.write_u8(0xff);
+        }
+        hasher.finish()
+    }
+
+    /// The branch of the edge's Via, in two parts (RFC 3261 §16.6 step 8):
+    ///
+    /// - the transaction part, from the sender's branch, so that a retransmission, the
+    ///   ACK of a non-2xx and a CANCEL get the same branch as the request they follow;
+    /// - the loop part, from what a loop does not change (Request-URI, Call-ID, From
+    ///   tag, CSeq number), so that a request coming back on the same leg is recognised
+    ///   (RFC 3261 §16.3 step 4) while a spiral (a new Request-URI) is not. The To tag
+    ///   is left out (unlike RFC 3261's suggestion): the ACK of a non-2xx carries the tag
+    ///   of the response and must still get the INVITE's branch.
+    fn branch_for(&self, msg: &Message<'_>, top: &Via<'_>) -> Branch {
+        let cseq_number = msg
+            .cseq()
+            .and_then(Result::ok)
+            .map_or(0, |cseq| cseq.number)
+            .to_be_bytes();
+        let from_tag = msg
+            .from()
+            .and_then(Result::ok)
+            .and_then(|from| from.tag())
+            .unwrap_or_default();
+        let uri = msg.request_line().map_or(&b""[..], |line| line.uri);
+        let call_id = msg.call_id().unwrap_or_default();
+        let transaction = match top.branch() {
+            Some(branch) if branch.starts_with(b"z9hG4bK") && branch.len() > 7 => {
+                self.hash(&[branch, top.host_raw])
+            }
+            // RFC 2543 peers: derive it from what identifies the transaction.
+            _ => self.hash(&[call_id, from_tag, &cseq_number, uri, top.raw]),
+        };
+        let looping = self.hash(&[uri, call_id, from_tag, &cseq_number]);
+        let mut branch = [0u8; BRANCH_LEN];
+        let prefix = BRANCH_PREFIX.len();
+        branch[..prefix].copy_from_slice(BRANCH_PREFIX);
+        let mut digits = [0u8; 16];
+        branch[prefix..prefix + 16].copy_from_slice(hex(transaction, &mut digits));
+        branch[prefix + 16..].copy_from_slice(hex(looping, &mut digits));
+        branch
+    }
+
+    /// True if a Via of `msg` names `address` with the loop part of `branch`: the
+    /// request has been through this edge on this leg before (RFC 3261 §16.3 step 4).
+    fn is_loop(&self, msg: &Message<'_>, address: SocketAddr, branch: &[u8]) -> bool {
+        let loop_part = &branch[BRANCH_PREFIX.len() + 16..];
+        msg.vias().flatten().any(|via| {
+            via_names(&via, address)
+                && via
+                    .branch()
+                    .is_some_and(|b| b.len() == BRANCH_LEN && b.ends_with(loop_part))
+        })
+    }
+
+    /// True for an OPTIONS whose Request-URI names the edge without a user.
+    fn addressed_to_edge(&self, msg: &Message<'_>) -> bool {
+        let Some(Ok(uri)) = msg.request_uri() else {
+            return false;
+        };
+        uri.user.is_none() && self.is_own_uri(&uri)
+    }
+
+    fn is_own_uri(&self, uri: &Uri<'_>) -> bool {
+        if !matches!(uri.scheme, Scheme::Sip | Scheme::Sips) {
+            return false;
+        }
+        let Some(ip) = uri.host.ip() else {
+            return false;
+        };
+        let port = uri.port.unwrap_or(5060);
+        let is = |address: SocketAddr| address.ip() == ip && address.port() == port;
+        is(self.config.inner) || self.config.public.iter().any(|(_, a)| is(*a))
+    }
+
+    fn is_inner_address(&self, via: &Via<'_>) -> bool {
+        via_names(via, self.config.inner)
+    }
+
+    fn is_public_address(&self, via: &Via<'_>) -> bool {
+        self.config.public.iter().any(|(_, a)| via_names(via, *a))
+    }
+
+    /// The public listener for `transport`, of the address family of `remote` if there
+    /// is one.
+    fn public_address(&self, transport: Transport, remote: SocketAddr) -> SocketAddr {
+        let same_transport = || {
+            self.config
+                .public
+                .iter()
+                .filter(move |(t, _)| *t == transport)
+        };
+        same_transport()
+            .find(|(_, a)| a.is_ipv4() == remote.is_ipv4())
+            .or_else(|| same_transport().next())
+            .or_else(|| self.config.public.first())
+            .map_or(self.config.inner, |(_, a)| *a)
+    }
+}
+
+/// The outcome of routing, before the buffer is lent out.
+enum Routed {
+    Forward(Target),
+    Reply,
+}
+
+fn top_via<'a>(msg: &Message<'a>) -> Result<Via<'a>, DropReason> {
+    match msg.top_via() {
+        Some(Ok(via)) => Ok(via),
+        _ => Err(DropReason::Unroutable),
+    }
+}
+
+/// True if the Via's sent-by is `address` (port 5060 when absent).
+fn via_names(via: &Via<'_>, address: SocketAddr) -> bool {
+    via.host.ip() == Some(address.ip()) && via.port.unwrap_or(5060) == address.port()
+}
+
+/// Requests that create a dialog and so need Record-Route (RFC 3261 §16.6 step 4).
+fn creates_dialog(msg: &Message<'_>) -> bool {
+    let initial = matches!(
+        msg.method(),
+        Some(Method::Invite | Method::Subscribe | Method::Refer | Method::Notify)
+    );
+    let in_dialog = matches!(msg.to(), Some(Ok(to)) if to.tag().is_some());
+    initial && !in_dialog
+}
+
+/// `SIP/2.0/<transport> <address>;branch=<branch>`.
+fn push_via_prefix(out: &mut Vec<u8>, transport: Transport, address: SocketAddr, branch: &[u8]) {
+    out.extend_from_slice(b"SIP/2.0/");
+    out.extend_from_slice(transport.as_via().as_bytes());
+    out.push(b' ');
+    push_address(out, address);
+    out.extend_from_slice(b";branch=");
+    out.extend_from_slice(branch);
+}
+
+/// `ip:port`, IPv6 in brackets.
+fn push_address(out: &mut Vec<u8>, address: SocketAddr) {
+    use std::io::Write;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{address}");
+}
+
+/// An IP address as a Via `received` value (IPv6 without brackets, RFC 5118).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    use std::io::Write;
+    let _ = write!(out, "{ip}");
+}
+
+/// Lower-case hexadecimal of `n`, into `buf`.
+fn hex(n: u64, buf: &mut [u8; 16]) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, slot) in buf.iter_mut().enumerate() {
+        *slot = DIGITS[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    &buf[..]
+}
