@@ -1,9 +1,14 @@
 //! The sipwall command line.
 //!
-//! `sipwall inspect` reads one SIP message and says what sipwall's parser and sanity
-//! checks make of it: the verdict an edge proxy would reach, the rule behind a
-//! rejection, and the status it would answer with. Operators use it to understand why a
-//! device's messages are refused; tests use it to check the binary end to end.
+//! - `sipwall run --config FILE` runs the edge proxy until SIGINT or SIGTERM; SIGHUP
+//!   reloads the configuration without dropping traffic.
+//! - `sipwall check --config FILE` validates a configuration and names the file, line
+//!   and key of the first error.
+//! - `sipwall inspect` reads one SIP message and says what sipwall's parser and sanity
+//!   checks make of it: the verdict an edge proxy would reach, the rule behind a
+//!   rejection, and the status it would answer with.
+
+mod config;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -22,6 +27,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the edge proxy.
+    Run {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit (non-zero on error).
+    Check {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Parse one SIP message and print the verdict of the parser and sanity checks.
     ///
     /// Exit status: 0 if the message would be forwarded, 1 if it would be refused,
@@ -49,6 +66,23 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run { config } => run_proxy(&config),
+        Command::Check { config } => match config::Config::load(&config) {
+            Ok(loaded) => {
+                if loaded.uses_example_key() {
+                    println!(
+                        "{}: warning: keys.current is the example key",
+                        config.display()
+                    );
+                }
+                println!("{}: ok", config.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                Ok(ExitCode::from(1))
+            }
+        },
         Command::Inspect { file, stream } => {
             let bytes = match &file {
                 Some(path) => {
@@ -70,6 +104,57 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(inspect(&bytes, framing))
         }
     }
+}
+
+/// Runs the proxy until a signal stops it.
+fn run_proxy(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let loaded = config::Config::load(path)?;
+    if loaded.uses_example_key() {
+        tracing::warn!("keys.current is the example key: replace it before facing a network");
+    }
+    let net = loaded.net();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(net.workers)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let server = sipwall_net::Server::start(net)
+            .await
+            .context("binding the listeners")?;
+        for (transport, address) in &server.bound {
+            tracing::info!(transport = transport.as_via(), %address, "listening");
+        }
+        tracing::info!(inner = %server.inner, upstream = %loaded.upstream.address, "forwarding");
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => break,
+                _ = terminate.recv() => break,
+                _ = hangup.recv() => match config::Config::load(path) {
+                    Ok(reloaded) => {
+                        server.reload(reloaded.edge());
+                        tracing::info!("configuration reloaded");
+                    }
+                    Err(error) => tracing::error!(%error, "reload refused, keeping the running configuration"),
+                },
+            }
+        }
+        tracing::info!("shutting down");
+        server.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints the verdict for one message and returns the exit status.

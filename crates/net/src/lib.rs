@@ -1,0 +1,444 @@
+//! The I/O runtime of the edge proxy: sockets and tasks around the sans-IO [`Edge`].
+//!
+//! - **UDP**: each public listen address and the inner address get one socket per
+//!   worker, bound with `SO_REUSEPORT`, so the kernel spreads datagrams over the workers
+//!   and no lock sits on the datagram path. Each worker owns its [`Edge`].
+//! - **TCP**: an accept loop per public listen address; each connection is a task that
+//!   frames messages out of the stream ([`StreamFramer`]), owns an [`Edge`], and is
+//!   reachable by its connection id so that requests from the upstream can be sent down
+//!   it. Connections are capped per source address and in total, close after an idle
+//!   timeout, and a message for a connection that is gone is answered 430.
+//! - **Control**: [`Server::reload`] swaps the edge configuration (keys, upstream)
+//!   without dropping traffic: every task rebuilds its `Edge` before its next message.
+//!   [`Server::shutdown`] stops every task.
+//!
+//! What this module does not do: parse or route (that is `sipwall-edge`), decide what
+//! is hostile (the policy), or read configuration files (the binary).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sipwall_edge::{Action, Edge, EdgeConfig, Flow, Inbound, Side, Target, Transport};
+use sipwall_sip::{Frame, StreamFramer};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+/// Everything the runtime needs.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Routing configuration; its `public` listeners are bound here.
+    pub edge: EdgeConfig,
+    /// UDP sockets per address (one per core by default).
+    pub workers: usize,
+    /// A TCP connection with no traffic for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// Most TCP connections from one source IP address.
+    pub max_connections_per_source: usize,
+    /// Most TCP connections in all.
+    pub max_connections: usize,
+}
+
+/// State shared by every task.
+struct Shared {
+    /// One inner socket, for tasks that must send to the upstream but own none.
+    inner: Arc<UdpSocket>,
+    /// One public UDP socket per listen address, for sends to UDP peers.
+    public_udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    /// Open TCP connections by id: where to queue a message for that peer.
+    connections: Mutex<HashMap<u64, mpsc::Sender<Vec<u8>>>>,
+    /// Open TCP connections per source address.
+    per_source: Mutex<HashMap<IpAddr, usize>>,
+    next_connection: AtomicU64,
+    config: watch::Receiver<Arc<NetConfig>>,
+}
+
+/// A running edge proxy.
+pub struct Server {
+    config: watch::Sender<Arc<NetConfig>>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    /// The addresses actually bound (useful when a port was 0).
+    pub bound: Vec<(Transport, SocketAddr)>,
+    /// The inner address actually bound.
+    pub inner: SocketAddr,
+}
+
+/// A UDP socket bound with `SO_REUSEPORT`, so that several workers share the address.
+fn reuseport_udp(address: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Bursts of datagrams must not be lost while a worker is busy.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+impl Server {
+    /// Binds every listener and starts the tasks. Must be called inside a tokio runtime.
+    pub async fn start(config: NetConfig) -> io::Result<Server> {
+        let workers = config.workers.max(1);
+        let mut config = config;
+        // Bind the first socket of each address to learn the port when 0 was given.
+        let mut public = Vec::new();
+        let mut udp_first = Vec::new();
+        let mut tcp_listeners = Vec::new();
+        for &(transport, address) in &config.edge.public {
+            match transport {
+                Transport::Udp => {
+                    let socket = reuseport_udp(address)?;
+                    let bound = socket.local_addr()?;
+                    public.push((Transport::Udp, bound));
+                    udp_first.push((bound, socket));
+                }
+                Transport::Tcp => {
+                    let listener = TcpListener::bind(address).await?;
+                    let bound = listener.local_addr()?;
+                    public.push((Transport::Tcp, bound));
+                    tcp_listeners.push(listener);
+                }
+                Transport::Tls => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "TLS listeners are not supported yet",
+                    ));
+                }
+            }
+        }
+        let inner_first = reuseport_udp(config.edge.inner)?;
+        let inner = inner_first.local_addr()?;
+        config.edge.public = public.clone();
+        config.edge.inner = inner;
+
+        let (config_tx, config_rx) = watch::channel(Arc::new(config));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let inner_first = Arc::new(inner_first);
+        let mut public_udp = Vec::new();
+        let mut udp_sockets: Vec<(Side, Arc<UdpSocket>)> = vec![(Side::Inner, inner_first.clone())];
+        for (address, socket) in udp_first {
+            let socket = Arc::new(socket);
+            public_udp.push((address, socket.clone()));
+            udp_sockets.push((Side::Public, socket));
+            for _ in 1..workers {
+                udp_sockets.push((Side::Public, Arc::new(reuseport_udp(address)?)));
+            }
+        }
+        for _ in 1..workers {
+            udp_sockets.push((Side::Inner, Arc::new(reuseport_udp(inner)?)));
+        }
+        let shared = Arc::new(Shared {
+            inner: inner_first,
+            public_udp,
+            connections: Mutex::new(HashMap::new()),
+            per_source: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(1),
+            config: config_rx,
+        });
+        let mut tasks = JoinSet::new();
+        for (side, socket) in udp_sockets {
+            tasks.spawn(udp_worker(side, socket, shared.clone(), stop_rx.clone()));
+        }
+        for listener in tcp_listeners {
+            tasks.spawn(tcp_acceptor(listener, shared.clone(), stop_rx.clone()));
+        }
+        Ok(Server {
+            config: config_tx,
+            stop: stop_tx,
+            tasks,
+            bound: public,
+            inner,
+        })
+    }
+
+    /// Replaces the routing configuration (keys, upstream, limits). Listen addresses
+    /// stay as they were bound: changing them needs a restart.
+    pub fn reload(&self, mut edge: EdgeConfig) {
+        let current = self.config.borrow().clone();
+        edge.public = current.edge.public.clone();
+        edge.inner = current.edge.inner;
+        let mut next = (*current).clone();
+        next.edge = edge;
+        self.config.send_replace(Arc::new(next));
+    }
+
+    /// Stops every task and waits for them.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Rebuilds `edge` if the configuration changed since it was built.
+fn refresh(edge: &mut Edge, config: &mut watch::Receiver<Arc<NetConfig>>) {
+    if config.has_changed().unwrap_or(false) {
+        let current = config.borrow_and_update().clone();
+        *edge = Edge::new(current.edge.clone());
+    }
+}
+
+/// Forwards a message the edge rewrote to where it goes.
+async fn deliver(shared: &Shared, edge: &mut Edge, target: Target, bytes: &[u8]) {
+    match target {
+        Target::Upstream => {
+            let upstream = shared.config.borrow().edge.upstream;
+            let _ = shared.inner.send_to(bytes, upstream).await;
+        }
+        Target::Peer(flow) => {
+            if !send_to_peer(shared, flow, bytes).await {
+                // The connection is gone: tell the upstream (RFC 5626 §5.3).
+                if let Some(reply) = edge.flow_failed(bytes, flow.transport) {
+                    let upstream = shared.config.borrow().edge.upstream;
+                    let reply = reply.to_vec();
+                    let _ = shared.inner.send_to(&reply, upstream).await;
+                }
+            }
+        }
+    }
+}
+
+/// Sends to a public peer; false if its TCP connection is gone.
+async fn send_to_peer(shared: &Shared, flow: Flow, bytes: &[u8]) -> bool {
+    match flow.transport {
+        Transport::Udp => {
+            let socket = shared
+                .public_udp
+                .iter()
+                .find(|(a, _)| a.is_ipv4() == flow.remote.is_ipv4())
+                .or_else(|| shared.public_udp.first());
+            match socket {
+                Some((_, socket)) => socket.send_to(bytes, flow.remote).await.is_ok(),
+                None => false,
+            }
+        }
+        Transport::Tcp | Transport::Tls => {
+            let sender = shared
+                .connections
+                .lock()
+                .ok()
+                .and_then(|map| map.get(&flow.connection).cloned());
+            match sender {
+                Some(sender) => sender.try_send(bytes.to_vec()).is_ok(),
+                None => false,
+            }
+        }
+    }
+}
+
+async fn udp_worker(
+    side: Side,
+    socket: Arc<UdpSocket>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut config = shared.config.clone();
+    let mut edge = Edge::new(config.borrow_and_update().edge.clone());
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let received = tokio::select! {
+            received = socket.recv_from(&mut buf) => received,
+            _ = stop.changed() => return,
+        };
+        let Ok((len, source)) = received else {
+            continue;
+        };
+        refresh(&mut edge, &mut config);
+        let bytes = &buf[..len];
+        if sipwall_sip::is_keepalive(bytes) {
+            continue;
+        }
+        let inbound = Inbound {
+            bytes,
+            side,
+            flow: Flow {
+                transport: Transport::Udp,
+                remote: source,
+                connection: 0,
+            },
+        };
+        let (to, out) = match edge.handle(&inbound) {
+            Action::Forward { to, bytes } => (Some(to), bytes.to_vec()),
+            Action::Reply { bytes } => (None, bytes.to_vec()),
+            Action::Drop(reason) => {
+                tracing::debug!(?reason, %source, "dropped");
+                continue;
+            }
+        };
+        match to {
+            None => {
+                let _ = socket.send_to(&out, source).await;
+            }
+            Some(target) => deliver(&shared, &mut edge, target, &out).await,
+        }
+    }
+}
+
+async fn tcp_acceptor(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let Ok((stream, source)) = accepted else {
+            continue;
+        };
+        let config = shared.config.borrow().clone();
+        let admitted = {
+            let Ok(mut per_source) = shared.per_source.lock() else {
+                continue;
+            };
+            let total: usize = per_source.values().sum();
+            let count = per_source.entry(source.ip()).or_insert(0);
+            let ok = *count < config.max_connections_per_source && total < config.max_connections;
+            if ok {
+                *count += 1;
+            }
+            ok
+        };
+        if !admitted {
+            tracing::debug!(%source, "connection refused: limit reached");
+            drop(stream);
+            continue;
+        }
+        let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+        connections.spawn(tcp_connection(
+            stream,
+            source,
+            id,
+            shared.clone(),
+            stop.clone(),
+        ));
+    }
+    connections.shutdown().await;
+}
+
+async fn tcp_connection(
+    stream: TcpStream,
+    source: SocketAddr,
+    id: u64,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (sender, mut queue) = mpsc::channel::<Vec<u8>>(256);
+    if let Ok(mut map) = shared.connections.lock() {
+        map.insert(id, sender);
+    }
+    let (mut reader, mut writer) = stream.into_split();
+    let (reply_tx, mut reply_rx) = mpsc::channel::<Vec<u8>>(256);
+    let writer_task = tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                Some(bytes) = queue.recv() => bytes,
+                Some(bytes) = reply_rx.recv() => bytes,
+                else => break,
+            };
+            if writer.write_all(&next).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut config = shared.config.clone();
+    let current = config.borrow_and_update().clone();
+    let mut edge = Edge::new(current.edge.clone());
+    let idle = current.tcp_idle_timeout;
+    let limit = current.edge.limits.effective_max_message_size();
+    let mut framer = StreamFramer::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16 * 1024];
+    let flow = Flow {
+        transport: Transport::Tcp,
+        remote: source,
+        connection: id,
+    };
+    'connection: loop {
+        let read = tokio::select! {
+            read = tokio::time::timeout(idle, reader.read(&mut chunk)) => read,
+            _ = stop.changed() => break,
+        };
+        let len = match read {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(len)) => len,
+        };
+        buf.extend_from_slice(&chunk[..len]);
+        loop {
+            let frame = match framer.next_frame(&buf, &current.edge.limits) {
+                Ok(frame) => frame,
+                Err(error) => {
+                    tracing::debug!(%source, %error, "closing connection that cannot be framed");
+                    break 'connection;
+                }
+            };
+            match frame {
+                Frame::Partial => {
+                    if buf.len() > limit {
+                        break 'connection;
+                    }
+                    break;
+                }
+                Frame::KeepAlive(n) => {
+                    // A double CRLF ping gets a single CRLF pong (RFC 5626 §3.5.1).
+                    if n >= 4 {
+                        let _ = reply_tx.try_send(b"\r\n".to_vec());
+                    }
+                    buf.drain(..n);
+                }
+                Frame::Message(n) => {
+                    refresh(&mut edge, &mut config);
+                    let inbound = Inbound {
+                        bytes: &buf[..n],
+                        side: Side::Public,
+                        flow,
+                    };
+                    let outcome = match edge.handle(&inbound) {
+                        Action::Forward { to, bytes } => Some((Some(to), bytes.to_vec())),
+                        Action::Reply { bytes } => Some((None, bytes.to_vec())),
+                        Action::Drop(reason) => {
+                            tracing::debug!(?reason, %source, "dropped");
+                            None
+                        }
+                    };
+                    buf.drain(..n);
+                    match outcome {
+                        Some((None, out)) => {
+                            let _ = reply_tx.try_send(out);
+                        }
+                        Some((Some(target), out)) => {
+                            deliver(&shared, &mut edge, target, &out).await;
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+    if let Ok(mut map) = shared.connections.lock() {
+        map.remove(&id);
+    }
+    if let Ok(mut per_source) = shared.per_source.lock()
+        && let Some(count) = per_source.get_mut(&source.ip())
+    {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            per_source.remove(&source.ip());
+        }
+    }
+    drop(reply_tx);
+    writer_task.abort();
+}

@@ -1,0 +1,378 @@
+//! The configuration file: its TOML schema, and errors that name the file, line and key.
+//!
+//! Every table refuses unknown keys, so a misspelt option is an error rather than a
+//! silently ignored line. Values are checked while they are read (addresses, keys), so
+//! the error points at the offending value.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use sipwall_edge::{EdgeConfig, KEY_LEN, Transport};
+use sipwall_net::NetConfig;
+use sipwall_sip::Limits;
+
+/// The key shipped in the example configuration: fine on loopback, never in production.
+pub const EXAMPLE_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Public listeners.
+    pub listen: Listen,
+    /// The edge's side toward the upstream.
+    pub inner: Inner,
+    /// The PBX or proxy behind the edge.
+    pub upstream: Upstream,
+    /// Flow token keys.
+    pub keys: Keys,
+    /// Worker and connection settings.
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// Parser limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[listen]`: where phones send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// UDP listen addresses.
+    #[serde(default)]
+    pub udp: Vec<SocketAddr>,
+    /// TCP listen addresses.
+    #[serde(default)]
+    pub tcp: Vec<SocketAddr>,
+}
+
+/// `[inner]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inner {
+    /// The edge's UDP address toward the upstream; registrations point here.
+    pub address: SocketAddr,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// The upstream's UDP address.
+    pub address: SocketAddr,
+}
+
+/// `[keys]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    /// The current key: 64 hexadecimal digits.
+    #[serde(deserialize_with = "hex_key")]
+    pub current: [u8; KEY_LEN],
+    /// The previous key, accepted during a rotation.
+    #[serde(default, deserialize_with = "optional_hex_key")]
+    pub previous: Option<[u8; KEY_LEN]>,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// UDP sockets per address; 0 means one per core.
+    pub workers: usize,
+    /// Seconds of silence after which a TCP connection is closed.
+    pub tcp_idle_timeout: u64,
+    /// Most TCP connections from one IP address.
+    pub max_connections_per_source: usize,
+    /// Most TCP connections in all.
+    pub max_connections: usize,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            workers: 0,
+            tcp_idle_timeout: 300,
+            max_connections_per_source: 32,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// `[limits]`: the parser's hard limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest message, in bytes (at most 65,535).
+    pub max_message_size: usize,
+    /// Most header fields in a message.
+    pub max_headers: usize,
+    /// Longest header field, folded lines included.
+    pub max_line_length: usize,
+    /// Longest URI.
+    pub max_uri_length: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let limits = Limits::default();
+        LimitsConfig {
+            max_message_size: limits.max_message_size,
+            max_headers: limits.max_headers,
+            max_line_length: limits.max_line_length,
+            max_uri_length: limits.max_uri_length,
+        }
+    }
+}
+
+fn parse_hex_key(text: &str) -> Result<[u8; KEY_LEN], String> {
+    let text = text.trim();
+    if text.len() != KEY_LEN * 2 {
+        return Err(format!(
+            "a key is {} hexadecimal digits (generate one with `openssl rand -hex {KEY_LEN}`)",
+            KEY_LEN * 2
+        ));
+    }
+    let mut key = [0u8; KEY_LEN];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+            .map_err(|_| "a key holds only hexadecimal digits".to_owned())?;
+    }
+    Ok(key)
+}
+
+fn hex_key<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; KEY_LEN], D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_hex_key(&text).map_err(de::Error::custom)
+}
+
+fn optional_hex_key<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<[u8; KEY_LEN]>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_hex_key(&text).map(Some).map_err(de::Error::custom)
+}
+
+/// A configuration error, located.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// `file:line:column: key: message`, or `file: message` when no position applies.
+    pub text: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            text: format!("{}: {error}", path.display()),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses configuration text; `name` is the file name used in errors.
+    pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|error| {
+            let message = error.message().trim_end_matches('\n').to_owned();
+            match error.span() {
+                Some(span) => locate(text, name, span.start, &message),
+                None => ConfigError {
+                    text: format!("{name}: {message}"),
+                },
+            }
+        })?;
+        config.check().map_err(|(key, message)| {
+            let at = find_key(text, key).unwrap_or(0);
+            locate(text, name, at, &message)
+        })?;
+        Ok(config)
+    }
+
+    /// Checks across keys; returns the key to blame and why.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.listen.udp.is_empty() && self.listen.tcp.is_empty() {
+            return Err(("listen", "at least one udp or tcp address is needed".into()));
+        }
+        if self.limits.max_message_size > Limits::MAX_MESSAGE_SIZE {
+            return Err((
+                "limits.max_message_size",
+                format!("at most {}", Limits::MAX_MESSAGE_SIZE),
+            ));
+        }
+        if self.runtime.tcp_idle_timeout == 0 {
+            return Err((
+                "runtime.tcp_idle_timeout",
+                "must be at least 1 second".into(),
+            ));
+        }
+        if self.upstream.address == self.inner.address {
+            return Err(("upstream.address", "must differ from inner.address".into()));
+        }
+        Ok(())
+    }
+
+    /// The routing configuration.
+    pub fn edge(&self) -> EdgeConfig {
+        let public = self
+            .listen
+            .udp
+            .iter()
+            .map(|a| (Transport::Udp, *a))
+            .chain(self.listen.tcp.iter().map(|a| (Transport::Tcp, *a)))
+            .collect();
+        EdgeConfig {
+            public,
+            inner: self.inner.address,
+            upstream: self.upstream.address,
+            key: self.keys.current,
+            previous_key: self.keys.previous,
+            limits: Limits {
+                max_message_size: self.limits.max_message_size,
+                max_headers: self.limits.max_headers,
+                max_line_length: self.limits.max_line_length,
+                max_uri_length: self.limits.max_uri_length,
+            },
+        }
+    }
+
+    /// The runtime configuration.
+    pub fn net(&self) -> NetConfig {
+        let workers = match self.runtime.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        NetConfig {
+            edge: self.edge(),
+            workers,
+            tcp_idle_timeout: Duration::from_secs(self.runtime.tcp_idle_timeout),
+            max_connections_per_source: self.runtime.max_connections_per_source,
+            max_connections: self.runtime.max_connections,
+        }
+    }
+
+    /// True if the key is the example's.
+    pub fn uses_example_key(&self) -> bool {
+        parse_hex_key(EXAMPLE_KEY).is_ok_and(|key| key == self.keys.current)
+    }
+}
+
+/// `name:line:column: key: message` for byte offset `at` of `text`.
+fn locate(text: &str, name: &str, at: usize, message: &str) -> ConfigError {
+    let at = at.min(text.len());
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(at, |newline| at - newline - 1) + 1;
+    let key = key_at(text, at);
+    let text = match key {
+        Some(key) => format!("{name}:{line}:{column}: {key}: {message}"),
+        None => format!("{name}:{line}:{column}: {message}"),
+    };
+    ConfigError { text }
+}
+
+/// The dotted key defined on the line holding byte `at`: the nearest `[table]` header
+/// above it, and the key before `=` on the line.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    let key = line.split_once('=').map(|(k, _)| k.trim().to_owned());
+    match (table, key) {
+        (Some(table), Some(key)) if !key.is_empty() => Some(format!("{table}.{key}")),
+        (None, Some(key)) if !key.is_empty() => Some(key),
+        (Some(table), _) if line.trim().starts_with('[') => Some(table),
+        _ => None,
+    }
+}
+
+/// Byte offset of the line that sets dotted `key` (or opens its table).
+fn find_key(text: &str, key: &str) -> Option<usize> {
+    let (table, leaf) = key.rsplit_once('.').unwrap_or((key, ""));
+    let mut offset = 0;
+    let mut in_table = false;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            in_table = trimmed.trim_matches(|c| c == '[' || c == ']').trim() == table;
+            if in_table && leaf.is_empty() {
+                return Some(offset);
+            }
+        } else if in_table
+            && trimmed
+                .split_once('=')
+                .is_some_and(|(k, _)| k.trim() == leaf)
+        {
+            return Some(offset);
+        }
+        offset += line.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = include_str!("../../../sipwall.toml");
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let config = Config::parse(GOOD, "sipwall.toml").unwrap();
+        assert_eq!(config.listen.udp, ["127.0.0.1:5060".parse().unwrap()]);
+        assert_eq!(config.upstream.address, "127.0.0.1:5080".parse().unwrap());
+        assert!(config.uses_example_key());
+    }
+
+    fn error(text: &str) -> String {
+        Config::parse(text, "test.toml").unwrap_err().text
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let bad_address = GOOD.replace("address = \"127.0.0.1:5080\"", "address = \"127.0.0.1\"");
+        let line = GOOD
+            .lines()
+            .position(|l| l.contains("address = \"127.0.0.1:5080\""))
+            .unwrap()
+            + 1;
+        let text = error(&bad_address);
+        assert!(text.starts_with(&format!("test.toml:{line}:")), "{text}");
+        assert!(text.contains("upstream.address"), "{text}");
+
+        let unknown = GOOD.replace("[upstream]", "[upstream]\nadress = \"x\"");
+        let text = error(&unknown);
+        assert!(text.contains("unknown field `adress`"), "{text}");
+        assert!(text.contains("upstream.adress"), "{text}");
+
+        let short_key = GOOD.replace(EXAMPLE_KEY, "abcd");
+        let text = error(&short_key);
+        assert!(
+            text.contains("keys.current") && text.contains("64 hexadecimal digits"),
+            "{text}"
+        );
+
+        let same = GOOD.replace("127.0.0.1:5080", "127.0.0.1:5070");
+        let text = error(&same);
+        assert!(text.contains("upstream.address: must differ"), "{text}");
+
+        let no_listener = GOOD
+            .replace("udp = [\"127.0.0.1:5060\"]", "udp = []")
+            .replace("tcp = [\"127.0.0.1:5060\"]", "tcp = []");
+        assert!(error(&no_listener).contains("at least one udp or tcp address"));
+    }
+}
