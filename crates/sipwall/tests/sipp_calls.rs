@@ -108,7 +108,15 @@ fn run_uac(target: u16, transport: &str, calls: u32, dir: &PathBuf) -> (u64, u64
         .arg(format!("127.0.0.1:{target}"))
         .args(["-sn", "uac", "-i", "127.0.0.1", "-p", &port.to_string()])
         .args(["-t", transport, "-m", &calls.to_string(), "-r", "20"])
-        .args(["-timeout", "40", "-nostdin", "-trace_err", "-trace_stat", "-fd", "1"])
+        .args([
+            "-timeout",
+            "40",
+            "-nostdin",
+            "-trace_err",
+            "-trace_stat",
+            "-fd",
+            "1",
+        ])
         .output()
         .expect("run sipp uac");
     let text = String::from_utf8_lossy(&output.stdout);
