@@ -5,8 +5,9 @@
 //! Peers: `kamailio` (configuration in `tests/peers/kamailio.cfg`), and sipp phones
 //! (`tests/peers/sipp/`): `phone.xml` registers (401, then 200) and answers one call
 //! with `uas_answer.xml`; `uac_call_auth.xml` places a call (407, then 200, ACK, BYE,
-//! following the Record-Route set). The test checks that every sipp run succeeds and
-//! that Kamailio's location table holds only the edge's address, never a phone's.
+//! following the Record-Route set). One phone is behind NAT: its Via and Contact name a
+//! port nothing listens on. The test checks that every sipp run succeeds and that
+//! Kamailio's location table holds only the edge's address, never a phone's.
 //!
 //! Missing tools fail the test; `scripts/test` installs `kamailio` and `sip-tester`.
 
@@ -179,9 +180,24 @@ impl World {
         command
     }
 
-    /// Starts a phone that registers `user` and answers one call.
-    fn phone(&self, user: &str, password: &str, port: u16) -> Guard {
-        let mut command = self.sipp(user, "phone.xml", port, &["-s", user, "-ap", password]);
+    /// Starts a phone that registers `user` and answers one call. Its Via and Contact
+    /// name `contact_port`, which differs from its source port for a phone behind NAT.
+    fn phone(&self, user: &str, password: &str, port: u16, contact_port: u16) -> Guard {
+        let contact_port = contact_port.to_string();
+        let mut command = self.sipp(
+            user,
+            "phone.xml",
+            port,
+            &[
+                "-s",
+                user,
+                "-ap",
+                password,
+                "-key",
+                "contact_port",
+                &contact_port,
+            ],
+        );
         command
             .arg("-oocsf")
             .arg(peers().join("sipp/uas_answer.xml"));
@@ -250,8 +266,11 @@ fn phones_register_through_the_edge_and_call_each_other_both_ways() {
     let world = World::start();
     let alice_port = free_port();
     let bob_port = free_port();
-    let bob = world.phone("bob", "bob-secret", bob_port);
-    let alice = world.phone("alice", "alice-secret", alice_port);
+    // Bob is behind NAT: his Via and Contact name a port where nothing listens, his
+    // messages come from another. He must still receive alice's call.
+    let bob_private_port = free_port();
+    let bob = world.phone("bob", "bob-secret", bob_port, bob_private_port);
+    let alice = world.phone("alice", "alice-secret", alice_port, alice_port);
 
     // Kamailio only knows the edge: every binding points at sipwall's inner address.
     let (_, dump) = kamcmd(&world.ctl, &["ul.dump"]);
@@ -267,6 +286,10 @@ fn phones_register_through_the_edge_and_call_each_other_both_ways() {
         );
         assert!(!contact.contains(&format!(":{alice_port}")), "{contact}");
         assert!(!contact.contains(&format!(":{bob_port}")), "{contact}");
+        assert!(
+            !contact.contains(&format!(":{bob_private_port}")),
+            "{contact}"
+        );
     }
 
     assert!(

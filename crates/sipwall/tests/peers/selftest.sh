@@ -70,7 +70,7 @@ step "kamailio ready"
 #    the out-of-call scenario) and exit when it is hung up.
 # shellcheck disable=SC2046
 spawn timeout 30 sipp $PROXY -sf "$SIPP_DIR/phone.xml" -oocsf "$SIPP_DIR/uas_answer.xml" \
-	-p 5091 -s bob -ap bob-secret $(sipp_opts phone 25s) >"$WORK/phone.log" 2>&1 &
+	-p 5091 -key contact_port 5091 -s bob -ap bob-secret $(sipp_opts phone 25s) >"$WORK/phone.log" 2>&1 &
 PHONE_PID=$!
 for _ in $(seq 50); do # wait until bob's binding is in usrloc (<= 5 s)
 	kamcmd -s "unix:$CTL" ul.lookup location bob >/dev/null 2>&1 && break
