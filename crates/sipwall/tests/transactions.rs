@@ -8,72 +8,28 @@
 //! - a CANCEL gets the branch of the INVITE it cancels, and so does the ACK of the
 //!   487 that follows (RFC 3261 §9.1, §17.1.1.3).
 
+mod common;
+
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{Guard, Sipwall, config, free_port, sipp as sipp_path, start_sipwall, work_dir};
 
 use sipwall_sip::{Framing, HeaderName, Limits, Message, Method};
 
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    socket.local_addr().expect("local address").port()
-}
-
-fn work_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sipwall-tx-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-/// Starts sipwall in front of the test's upstream socket; returns the guard and the
-/// public port.
-fn start_edge(upstream: u16, dir: &Path) -> (Guard, u16) {
+/// Starts sipwall in front of the test's upstream socket; returns it and the public port.
+fn start_edge(upstream: u16, dir: &Path) -> (Sipwall, u16) {
     let public = free_port();
-    let inner = free_port();
-    let config = format!(
-        "[listen]\nudp = [\"127.0.0.1:{public}\"]\ntcp = [\"127.0.0.1:{public}\"]\n\
-[inner]\naddress = \"127.0.0.1:{inner}\"\n[upstream]\naddress = \"127.0.0.1:{upstream}\"\n\
-[keys]\ncurrent = \"{}\"\n[runtime]\nworkers = 1\n",
-        "ef".repeat(32)
-    );
-    std::fs::write(dir.join("sipwall.toml"), config).expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_sipwall"))
-        .args(["run", "--config"])
-        .arg(dir.join("sipwall.toml"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("sipwall.log")).expect("log"))
-        .spawn()
-        .expect("start sipwall");
-    let guard = Guard(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", public)).is_err() {
-        assert!(Instant::now() < deadline, "sipwall did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (guard, public)
+    let text = config(public, free_port(), upstream, "[runtime]\nworkers = 1\n");
+    (start_sipwall(dir, &text, public), public)
 }
 
 fn sipp(dir: &Path, target: u16, args: &[&str]) -> Guard {
-    let found = Command::new("sh")
-        .args(["-c", "command -v sipp"])
-        .output()
-        .expect("sh");
-    assert!(
-        found.status.success(),
-        "sipp is not installed: install Debian's sip-tester"
-    );
     let child = Command::new("timeout")
-        .args(["30", "sipp"])
+        .arg("30")
+        .arg(sipp_path())
         .arg(format!("127.0.0.1:{target}"))
         .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])
         .args([
@@ -174,7 +130,7 @@ fn method(bytes: &[u8]) -> Option<Method<'_>> {
 
 #[test]
 fn a_retransmitted_invite_keeps_its_branch() {
-    let dir = work_dir("retransmit");
+    let dir = work_dir("tx-retransmit");
     let mut upstream = Upstream::new();
     let (_edge, public) = start_edge(upstream.port(), &dir);
     let _phone = sipp(&dir, public, &["-sn", "uac"]);
@@ -205,7 +161,7 @@ fn a_retransmitted_invite_keeps_its_branch() {
 
 #[test]
 fn cancel_and_the_ack_of_its_487_follow_the_invite() {
-    let dir = work_dir("cancel");
+    let dir = work_dir("tx-cancel");
     let mut upstream = Upstream::new();
     let (_edge, public) = start_edge(upstream.port(), &dir);
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/sipp/uac_cancel.xml");

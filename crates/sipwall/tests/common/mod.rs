@@ -1,0 +1,91 @@
+//! Helpers shared by the end-to-end tests: free ports, processes that are stopped when
+//! the test ends, and a sipwall started from a configuration written on the fly.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process that is killed when dropped, so a failing assertion leaves no
+/// process behind.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A UDP port that is free on loopback right now.
+pub fn free_port() -> u16 {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    socket.local_addr().expect("local address").port()
+}
+
+/// A fresh directory for one test's files and logs.
+pub fn work_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sipwall-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// The configuration of an edge on 127.0.0.1:`public` (UDP and TCP) in front of
+/// 127.0.0.1:`upstream`, with `extra` TOML appended.
+pub fn config(public: u16, inner: u16, upstream: u16, extra: &str) -> String {
+    format!(
+        "[listen]\nudp = [\"127.0.0.1:{public}\"]\ntcp = [\"127.0.0.1:{public}\"]\n\
+[inner]\naddress = \"127.0.0.1:{inner}\"\n[upstream]\naddress = \"127.0.0.1:{upstream}\"\n\
+[keys]\ncurrent = \"{}\"\n{extra}",
+        "ab".repeat(32)
+    )
+}
+
+/// A running sipwall.
+pub struct Sipwall {
+    pub process: Guard,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+}
+
+/// Starts sipwall with `config_text`, and waits until TCP `probe_port` accepts.
+pub fn start_sipwall(dir: &Path, config_text: &str, probe_port: u16) -> Sipwall {
+    let config_path = dir.join("sipwall.toml");
+    std::fs::write(&config_path, config_text).expect("write config");
+    let log = std::fs::File::create(dir.join("sipwall.log")).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_sipwall"))
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start sipwall");
+    let process = Guard(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", probe_port)).is_err() {
+        assert!(Instant::now() < deadline, "sipwall did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Sipwall {
+        process,
+        dir: dir.to_owned(),
+        config_path,
+    }
+}
+
+/// The path of sipp; fails the test if it is not installed.
+pub fn sipp() -> PathBuf {
+    let found = Command::new("sh")
+        .args(["-c", "command -v sipp"])
+        .output()
+        .expect("run sh");
+    let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+    assert!(
+        !path.is_empty(),
+        "sipp is not installed: install Debian's sip-tester (scripts/test does)"
+    );
+    PathBuf::from(path)
+}
