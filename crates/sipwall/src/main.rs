@@ -120,11 +120,19 @@ fn run_proxy(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         tracing::warn!("keys.current is the example key: replace it before facing a network");
     }
     let net = loaded.net();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(net.workers)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    // One worker needs no work-stealing scheduler: a single-threaded runtime saves the
+    // cross-thread wake-ups on every datagram.
+    let runtime = if net.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(net.workers)
+            .enable_all()
+            .build()
+    }
+    .context("starting the runtime")?;
     runtime.block_on(async move {
         let server = sipwall_net::Server::start(net)
             .await
