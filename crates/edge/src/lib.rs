@@ -185,7 +185,7 @@ impl Edge {
         };
         let msg = match Message::parse(inbound.bytes, framing, &self.config.limits) {
             Ok(msg) => msg,
-            Err(error) => return Action::Drop(DropReason::Malformed(error)),
+            Err(error) => return self.malformed(inbound.bytes, error),
         };
         if let Err(error) = self.sanity.check(&msg) {
             return self.refuse(&msg, error);
@@ -220,6 +220,26 @@ impl Edge {
         }
         self.write_reply(&msg, 430, b"");
         Some(&self.out)
+    }
+
+    /// A message that does not parse: answered 400 if its head parses and it is a
+    /// request that gets answers (the body could not be framed), dropped otherwise.
+    /// Never forwarded either way.
+    fn malformed(&mut self, bytes: &[u8], error: ParseError) -> Action<'_> {
+        let head = match Message::parse_head(bytes, &self.config.limits) {
+            Ok(head) => head,
+            Err(_) => return Action::Drop(DropReason::Malformed(error)),
+        };
+        let answerable = head.is_request()
+            && head.method() != Some(Method::Ack)
+            && head.top_via().is_some_and(|via| via.is_ok())
+            && head.call_id().is_some()
+            && head.cseq().is_some_and(|cseq| cseq.is_ok());
+        if !answerable {
+            return Action::Drop(DropReason::Malformed(error));
+        }
+        self.write_reply(&head, 400, b"");
+        Action::Reply { bytes: &self.out }
     }
 
     /// Answers a request that failed sanity, or drops what cannot be answered.

@@ -178,6 +178,13 @@ impl<'a> Message<'a> {
         Self::split(input, limits, Some(framing))
     }
 
+    /// Splits the start line and headers only, leaving the body empty: enough to answer
+    /// a request whose body cannot be framed (a bad or duplicated Content-Length, a
+    /// truncated body) with a 400.
+    pub fn parse_head(input: &'a [u8], limits: &Limits) -> Result<Self, ParseError> {
+        Self::split(input, limits, None)
+    }
+
     /// Splits the start line and headers and, given a framing, frames the body. Without
     /// one (for [`crate::StreamFramer`], which only needs Content-Length) the body is
     /// left empty. One function builds the message in place: it is a kilobyte large,
@@ -907,6 +914,21 @@ Via: SIP/2.0/UDP c\r\nx-a: 2\r\n\r\n",
             entries,
             [&br#""a, b" <sip:x;p=1,2>"#[..], b"<sip:y>", b"", b"z"]
         );
+    }
+
+    #[test]
+    fn the_head_alone_parses_when_the_body_cannot_be_framed() {
+        let input = b"OPTIONS sip:a@b SIP/2.0\r\nl: 10\r\nl: 12\r\n\r\nshort";
+        assert_eq!(parse(input).err(), Some(ParseError::DuplicateContentLength));
+        let input = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nl: 99\r\n\r\nshort";
+        assert!(matches!(
+            parse(input),
+            Err(ParseError::BodyTruncated { .. })
+        ));
+        let head = Message::parse_head(input, &Limits::default()).unwrap();
+        assert_eq!(head.method(), Some(Method::Options));
+        assert_eq!(head.body(), b"");
+        assert_eq!(head.header_count(), 2);
     }
 
     #[test]
