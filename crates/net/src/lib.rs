@@ -240,50 +240,107 @@ async fn send_to_peer(shared: &Shared, flow: Flow, bytes: &[u8]) -> bool {
     }
 }
 
+/// Datagrams read per system call (`recvmmsg`).
+const BATCH: usize = 32;
+
+/// Reads up to [`BATCH`] datagrams without blocking; fills `meta` with their lengths and
+/// sources and returns how many were read.
+fn receive_batch(
+    fd: std::os::fd::RawFd,
+    buffers: &mut [Vec<u8>],
+    meta: &mut [(usize, Option<SocketAddr>); BATCH],
+) -> io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+    // The headers hold raw pointers, which may not cross an await in a task that can
+    // move between threads: they live for one call (one small allocation per batch).
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut slices: Vec<[io::IoSliceMut<'_>; 1]> = buffers
+        .iter_mut()
+        .map(|buffer| [io::IoSliceMut::new(buffer.as_mut_slice())])
+        .collect();
+    let results = recvmmsg(
+        fd,
+        &mut headers,
+        slices.iter_mut(),
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    let mut count = 0;
+    for (slot, result) in meta.iter_mut().zip(results) {
+        let source = result.address.and_then(|address| {
+            if let Some(v4) = address.as_sockaddr_in() {
+                Some(SocketAddr::V4((*v4).into()))
+            } else {
+                address
+                    .as_sockaddr_in6()
+                    .map(|v6| SocketAddr::V6((*v6).into()))
+            }
+        });
+        *slot = (result.bytes, source);
+        count += 1;
+    }
+    Ok(count)
+}
+
 async fn udp_worker(
     side: Side,
     socket: Arc<UdpSocket>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
+    use std::os::fd::AsRawFd;
     let mut config = shared.config.clone();
     let mut edge = Edge::new(config.borrow_and_update().edge.clone());
-    let mut buf = vec![0u8; 65_535];
+    // One buffer per datagram of a batch, read with one system call.
+    let mut buffers: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; 65_535]).collect();
+    let mut meta = [(0usize, None); BATCH];
+    let fd = socket.as_raw_fd();
     loop {
-        let received = tokio::select! {
-            received = socket.recv_from(&mut buf) => received,
+        tokio::select! {
+            ready = socket.readable() => {
+                if ready.is_err() {
+                    return;
+                }
+            }
             _ = stop.changed() => return,
-        };
-        let Ok((len, source)) = received else {
-            continue;
+        }
+        let count = match socket.try_io(tokio::io::Interest::READABLE, || {
+            receive_batch(fd, &mut buffers, &mut meta)
+        }) {
+            Ok(count) => count,
+            Err(_) => continue,
         };
         refresh(&mut edge, &mut config);
-        let bytes = &buf[..len];
-        if sipwall_sip::is_keepalive(bytes) {
-            continue;
-        }
-        let inbound = Inbound {
-            bytes,
-            side,
-            flow: Flow {
-                transport: Transport::Udp,
-                remote: source,
-                connection: 0,
-            },
-        };
-        let (to, out) = match edge.handle(&inbound) {
-            Action::Forward { to, bytes } => (Some(to), bytes.to_vec()),
-            Action::Reply { bytes } => (None, bytes.to_vec()),
-            Action::Drop(reason) => {
-                tracing::debug!(?reason, %source, "dropped");
+        for (index, &(len, source)) in meta.iter().enumerate().take(count) {
+            let Some(source) = source else {
+                continue;
+            };
+            let bytes = &buffers[index][..len];
+            if sipwall_sip::is_keepalive(bytes) {
                 continue;
             }
-        };
-        match to {
-            None => {
-                let _ = socket.send_to(&out, source).await;
+            let inbound = Inbound {
+                bytes,
+                side,
+                flow: Flow {
+                    transport: Transport::Udp,
+                    remote: source,
+                    connection: 0,
+                },
+            };
+            match edge.handle(&inbound) {
+                Action::Forward { to, bytes } => {
+                    let out = bytes.to_vec();
+                    deliver(&shared, &mut edge, to, &out).await;
+                }
+                Action::Reply { bytes } => {
+                    let _ = socket.send_to(bytes, source).await;
+                }
+                Action::Drop(reason) => {
+                    tracing::debug!(?reason, %source, "dropped");
+                }
             }
-            Some(target) => deliver(&shared, &mut edge, target, &out).await,
         }
     }
 }
