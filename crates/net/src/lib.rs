@@ -283,6 +283,62 @@ fn receive_batch(
     Ok(count)
 }
 
+/// Which socket an outgoing datagram leaves from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// The worker's own socket (answers go back the way the request came).
+    Own,
+    /// An inner socket: toward the upstream.
+    Inner,
+    /// The public UDP socket at this index of `Shared::public_udp`.
+    Public(usize),
+}
+
+/// Sends datagrams of one socket with as few `sendmmsg` calls as the kernel allows;
+/// what it does not take at once waits for the socket to be writable.
+async fn send_all(socket: &UdpSocket, datagrams: &[(SocketAddr, Vec<u8>)]) {
+    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let mut sent = 0;
+    while sent < datagrams.len() {
+        let rest = &datagrams[sent..];
+        let attempt = socket.try_io(tokio::io::Interest::WRITABLE, || {
+            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(rest.len(), None);
+            let slices: Vec<[io::IoSlice<'_>; 1]> = rest
+                .iter()
+                .map(|(_, bytes)| [io::IoSlice::new(bytes)])
+                .collect();
+            let addresses: Vec<Option<SockaddrStorage>> = rest
+                .iter()
+                .map(|(address, _)| Some(SockaddrStorage::from(*address)))
+                .collect();
+            let no_control: [nix::sys::socket::ControlMessage<'_>; 0] = [];
+            sendmmsg(
+                fd,
+                &mut headers,
+                &slices,
+                &addresses,
+                no_control,
+                MsgFlags::empty(),
+            )
+            .map(|results| results.count())
+            .map_err(io::Error::from)
+        });
+        match attempt {
+            Ok(count) if count > 0 => sent += count,
+            Ok(_) => break,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                if socket.writable().await.is_err() {
+                    break;
+                }
+            }
+            // A datagram the kernel refuses (an unreachable address): skip it.
+            Err(_) => sent += 1,
+        }
+    }
+}
+
 async fn udp_worker(
     side: Side,
     socket: Arc<UdpSocket>,
@@ -295,6 +351,9 @@ async fn udp_worker(
     // One buffer per datagram of a batch, read with one system call.
     let mut buffers: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; 65_535]).collect();
     let mut meta = [(0usize, None); BATCH];
+    // What the batch sends, by socket, flushed with sendmmsg after the batch.
+    let mut outgoing: Vec<(Via, SocketAddr, Vec<u8>)> = Vec::with_capacity(BATCH);
+    let mut group: Vec<(SocketAddr, Vec<u8>)> = Vec::with_capacity(BATCH);
     let fd = socket.as_raw_fd();
     loop {
         tokio::select! {
@@ -312,6 +371,7 @@ async fn udp_worker(
             Err(_) => continue,
         };
         refresh(&mut edge, &mut config);
+        let upstream = config.borrow().edge.upstream;
         for (index, &(len, source)) in meta.iter().enumerate().take(count) {
             let Some(source) = source else {
                 continue;
@@ -329,18 +389,72 @@ async fn udp_worker(
                     connection: 0,
                 },
             };
-            match edge.handle(&inbound) {
-                Action::Forward { to, bytes } => {
+            let (via, to, out) = match edge.handle(&inbound) {
+                Action::Forward {
+                    to: Target::Upstream,
+                    bytes,
+                } => {
+                    let via = if side == Side::Inner {
+                        Via::Own
+                    } else {
+                        Via::Inner
+                    };
+                    (via, upstream, bytes.to_vec())
+                }
+                Action::Forward {
+                    to: Target::Peer(flow),
+                    bytes,
+                } if flow.transport == Transport::Udp => {
+                    let index = shared
+                        .public_udp
+                        .iter()
+                        .position(|(a, _)| a.is_ipv4() == flow.remote.is_ipv4())
+                        .unwrap_or(0);
+                    (Via::Public(index), flow.remote, bytes.to_vec())
+                }
+                Action::Forward {
+                    to: Target::Peer(flow),
+                    bytes,
+                } => {
+                    // A TCP peer: queued on its connection, or 430 if it is gone.
                     let out = bytes.to_vec();
-                    deliver(&shared, &mut edge, to, &out).await;
+                    if send_to_peer(&shared, flow, &out).await {
+                        continue;
+                    }
+                    let Some(reply) = edge.flow_failed(&out, flow.transport) else {
+                        continue;
+                    };
+                    (Via::Inner, upstream, reply.to_vec())
                 }
-                Action::Reply { bytes } => {
-                    let _ = socket.send_to(bytes, source).await;
-                }
+                Action::Reply { bytes } => (Via::Own, source, bytes.to_vec()),
                 Action::Drop(reason) => {
                     tracing::debug!(?reason, %source, "dropped");
+                    continue;
+                }
+            };
+            outgoing.push((via, to, out));
+        }
+        // Flush by socket, in the order the messages were decided.
+        while let Some(&(via, _, _)) = outgoing.first() {
+            group.clear();
+            let mut index = 0;
+            while index < outgoing.len() {
+                if outgoing[index].0 == via {
+                    let (_, to, bytes) = outgoing.remove(index);
+                    group.push((to, bytes));
+                } else {
+                    index += 1;
                 }
             }
+            let target = match via {
+                Via::Own => &socket,
+                Via::Inner => &shared.inner,
+                Via::Public(index) => match shared.public_udp.get(index) {
+                    Some((_, socket)) => socket,
+                    None => continue,
+                },
+            };
+            send_all(target, &group).await;
         }
     }
 }
