@@ -5,8 +5,8 @@
 //! Peers: `kamailio` (configuration in `tests/peers/kamailio.cfg`), and sipp phones
 //! (`tests/peers/sipp/`): `phone.xml` registers (401, then 200) and answers one call
 //! with `uas_answer.xml`; `uac_call_auth.xml` places a call (407, then 200, ACK, BYE,
-//! following the Record-Route set). One phone is behind NAT: its Via and Contact name a
-//! port nothing listens on. The test checks that every sipp run succeeds and that
+//! following the Record-Route set). One phone is behind NAT (its Via and Contact name a
+//! port nothing listens on), the other registers and answers over TCP. The test checks that every sipp run succeeds and that
 //! Kamailio's location table holds only the edge's address, never a phone's.
 //!
 //! Missing tools fail the test; `scripts/test` installs `kamailio` and `sip-tester`.
@@ -180,9 +180,17 @@ impl World {
         command
     }
 
-    /// Starts a phone that registers `user` and answers one call. Its Via and Contact
-    /// name `contact_port`, which differs from its source port for a phone behind NAT.
-    fn phone(&self, user: &str, password: &str, port: u16, contact_port: u16) -> Guard {
+    /// Starts a phone that registers `user` and answers one call, over sipp transport
+    /// `transport` (`u1` UDP, `t1` TCP). Its Via and Contact name `contact_port`, which
+    /// differs from its source port for a phone behind NAT.
+    fn phone(
+        &self,
+        user: &str,
+        password: &str,
+        port: u16,
+        contact_port: u16,
+        transport: &str,
+    ) -> Guard {
         let contact_port = contact_port.to_string();
         let mut command = self.sipp(
             user,
@@ -196,6 +204,8 @@ impl World {
                 "-key",
                 "contact_port",
                 &contact_port,
+                "-t",
+                transport,
             ],
         );
         command
@@ -269,8 +279,9 @@ fn phones_register_through_the_edge_and_call_each_other_both_ways() {
     // Bob is behind NAT: his Via and Contact name a port where nothing listens, his
     // messages come from another. He must still receive alice's call.
     let bob_private_port = free_port();
-    let bob = world.phone("bob", "bob-secret", bob_port, bob_private_port);
-    let alice = world.phone("alice", "alice-secret", alice_port, alice_port);
+    let bob = world.phone("bob", "bob-secret", bob_port, bob_private_port, "u1");
+    // Alice's phone uses TCP: the registrar's INVITE reaches her down her connection.
+    let alice = world.phone("alice", "alice-secret", alice_port, alice_port, "t1");
 
     // Kamailio only knows the edge: every binding points at sipwall's inner address.
     let (_, dump) = kamcmd(&world.ctl, &["ul.dump"]);
