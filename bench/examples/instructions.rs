@@ -3,7 +3,9 @@
 //!
 //! Usage: `instructions <workload> <message> <iterations>`, with workload one of
 //! `sipwall/split`, `sipwall/policy_fields`, `sipwall/sanity`, `rsip/parse`,
-//! `rsip/policy_fields`, `sipx/parse`, `sipx/policy_fields` (the criterion names).
+//! `rsip/policy_fields`, `sipx/parse`, `sipx/policy_fields` (the criterion names), or
+//! `edge/from_public`: the whole routing decision of the edge for a request from a phone
+//! (parse, sanity, Via, Contact masking, Record-Route, flow token, rewrite).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../benches/policy/mod.rs"]
@@ -27,6 +29,22 @@ fn main() {
     let limits = Limits::default();
     let sipx_limits = sipx_sip::Limits::datagram();
     let sanity = Sanity::new();
+    let mut edge = sipwall_edge::Edge::new(sipwall_edge::EdgeConfig {
+        public: vec![(
+            sipwall_edge::Transport::Udp,
+            "127.0.0.1:5060".parse().unwrap(),
+        )],
+        inner: "127.0.0.1:5070".parse().unwrap(),
+        upstream: "127.0.0.1:5080".parse().unwrap(),
+        key: [7; sipwall_edge::KEY_LEN],
+        previous_key: None,
+        limits: Limits::default(),
+    });
+    let phone = sipwall_edge::Flow {
+        transport: sipwall_edge::Transport::Udp,
+        remote: "198.51.100.7:40000".parse().unwrap(),
+        connection: 0,
+    };
     for _ in 0..iterations {
         let bytes = black_box(bytes);
         match workload.as_str() {
@@ -48,6 +66,19 @@ fn main() {
                 black_box(sipx_sip::parse_datagram(buf, &sipx_limits).unwrap());
             }
             "sipx/policy_fields" => sipx_policy(bytes, &sipx_limits, &mut Blackhole).unwrap(),
+            "edge/from_public" => {
+                let inbound = sipwall_edge::Inbound {
+                    bytes,
+                    side: sipwall_edge::Side::Public,
+                    flow: phone,
+                };
+                match edge.handle(&inbound) {
+                    sipwall_edge::Action::Forward { bytes, .. } => {
+                        black_box(bytes.len());
+                    }
+                    other => panic!("not forwarded: {other:?}"),
+                }
+            }
             other => {
                 eprintln!("unknown workload {other}");
                 std::process::exit(2);

@@ -28,8 +28,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use siphasher::sip::SipHasher13;
 use sipwall_sip::{
-    Contact, Editor, Framing, HeaderName, Limits, Message, Method, ParseError, Position, Rport,
-    Sanity, SanityError, Scheme, Uri, Via,
+    Checked, Contact, Editor, Framing, HeaderName, Limits, Message, Method, ParseError, Position,
+    Rport, Sanity, SanityError, Scheme, Uri, Via,
 };
 
 pub use token::{BadToken, Flow, KEY_LEN, Purpose, TokenCodec, Transport};
@@ -187,14 +187,17 @@ impl Edge {
             Ok(msg) => msg,
             Err(error) => return self.malformed(inbound.bytes, error),
         };
-        if let Err(error) = self.sanity.check(&msg) {
-            return self.refuse(&msg, error);
-        }
+        // Sanity hands over what it parsed: routing reads the top Via, From, To and
+        // CSeq from there instead of parsing them again.
+        let checked = match self.sanity.check(&msg) {
+            Ok(checked) => checked,
+            Err(error) => return self.refuse(&msg, error),
+        };
         let routed = match (msg.is_request(), inbound.side) {
-            (true, Side::Public) => self.request_from_public(&msg, inbound),
-            (true, Side::Inner) => self.request_from_inner(&msg, inbound),
-            (false, Side::Inner) => self.response_from_inner(&msg),
-            (false, Side::Public) => self.response_from_public(&msg, inbound),
+            (true, Side::Public) => self.request_from_public(&msg, &checked, inbound),
+            (true, Side::Inner) => self.request_from_inner(&msg, &checked),
+            (false, Side::Inner) => self.response_from_inner(&msg, &checked),
+            (false, Side::Public) => self.response_from_public(&msg, &checked, inbound),
         };
         match routed {
             Ok(Routed::Forward(to)) => Action::Forward {
@@ -275,10 +278,11 @@ impl Edge {
     fn request_from_public(
         &mut self,
         msg: &Message<'_>,
+        checked: &Checked<'_>,
         inbound: &Inbound<'_>,
     ) -> Result<Routed, DropReason> {
-        let top = top_via(msg)?;
-        let branch = self.branch_for(msg, &top);
+        let top = top_via(msg, checked)?;
+        let branch = self.branch_for(msg, checked, &top);
         if self.is_loop(msg, self.config.inner, &branch) {
             self.write_reply(msg, 482, b"");
             return Ok(Routed::Reply);
@@ -292,7 +296,7 @@ impl Edge {
         self.pop_own_routes(msg)?;
         self.decrement_max_forwards(msg)?;
         self.mask_contacts(msg, inbound.flow)?;
-        if creates_dialog(msg) {
+        if creates_dialog(msg, checked) {
             let public = self.public_address(inbound.flow.transport, inbound.flow.remote);
             // The entry that faces the upstream goes on top (RFC 5658 double
             // Record-Route): the upstream and the callee route through the inner one,
@@ -320,9 +324,9 @@ impl Edge {
     fn request_from_inner(
         &mut self,
         msg: &Message<'_>,
-        _inbound: &Inbound<'_>,
+        checked: &Checked<'_>,
     ) -> Result<Routed, DropReason> {
-        let top = top_via(msg)?;
+        let top = top_via(msg, checked)?;
         // Where the request goes: the flow sealed in the masked Request-URI.
         let Some(Ok(uri)) = msg.request_uri() else {
             return Err(DropReason::Unroutable);
@@ -340,7 +344,7 @@ impl Edge {
         };
         let original = original.to_vec();
         let public = self.public_address(flow.transport, flow.remote);
-        let branch = self.branch_for(msg, &top);
+        let branch = self.branch_for(msg, checked, &top);
         if self.is_loop(msg, public, &branch) {
             self.write_reply(msg, 482, b"");
             return Ok(Routed::Reply);
@@ -351,7 +355,7 @@ impl Edge {
             .map_err(|_| DropReason::Unroutable)?;
         self.pop_own_routes(msg)?;
         self.decrement_max_forwards(msg)?;
-        if creates_dialog(msg) {
+        if creates_dialog(msg, checked) {
             // Facing the phone on top this time.
             self.record_route(msg, public, flow.transport)?;
             self.record_route(msg, self.config.inner, Transport::Udp)?;
@@ -365,8 +369,12 @@ impl Edge {
         Ok(Routed::Forward(Target::Peer(flow)))
     }
 
-    fn response_from_inner(&mut self, msg: &Message<'_>) -> Result<Routed, DropReason> {
-        let top = top_via(msg)?;
+    fn response_from_inner(
+        &mut self,
+        msg: &Message<'_>,
+        checked: &Checked<'_>,
+    ) -> Result<Routed, DropReason> {
+        let top = top_via(msg, checked)?;
         if !self.is_inner_address(&top) {
             return Err(DropReason::NotOurs);
         }
@@ -384,7 +392,10 @@ impl Edge {
         self.editor
             .pop_via(msg)
             .map_err(|_| DropReason::Unroutable)?;
-        if matches!(msg.cseq(), Some(Ok(cseq)) if cseq.method == Method::Register) {
+        if checked
+            .cseq
+            .is_some_and(|cseq| cseq.method == Method::Register)
+        {
             self.unmask_contacts(msg)?;
         }
         self.finish(msg)?;
@@ -394,9 +405,10 @@ impl Edge {
     fn response_from_public(
         &mut self,
         msg: &Message<'_>,
+        checked: &Checked<'_>,
         inbound: &Inbound<'_>,
     ) -> Result<Routed, DropReason> {
-        let top = top_via(msg)?;
+        let top = top_via(msg, checked)?;
         let ours = top.branch().is_some_and(|b| b.starts_with(BRANCH_PREFIX))
             && self.is_public_address(&top);
         if !ours {
@@ -615,15 +627,11 @@ impl Edge {
     ///   (RFC 3261 §16.3 step 4) while a spiral (a new Request-URI) is not. The To tag
     ///   is left out (unlike RFC 3261's suggestion): the ACK of a non-2xx carries the tag
     ///   of the response and must still get the INVITE's branch.
-    fn branch_for(&self, msg: &Message<'_>, top: &Via<'_>) -> Branch {
-        let cseq_number = msg
-            .cseq()
-            .and_then(Result::ok)
-            .map_or(0, |cseq| cseq.number)
-            .to_be_bytes();
-        let from_tag = msg
-            .from()
-            .and_then(Result::ok)
+    fn branch_for(&self, msg: &Message<'_>, checked: &Checked<'_>, top: &Via<'_>) -> Branch {
+        let cseq_number = checked.cseq.map_or(0, |cseq| cseq.number).to_be_bytes();
+        let from_tag = checked
+            .from
+            .as_ref()
             .and_then(|from| from.tag())
             .unwrap_or_default();
         let uri = msg.request_line().map_or(&b""[..], |line| line.uri);
@@ -648,6 +656,13 @@ impl Edge {
     /// True if a Via of `msg` names `address` with the loop part of `branch`: the
     /// request has been through this edge on this leg before (RFC 3261 §16.3 step 4).
     fn is_loop(&self, msg: &Message<'_>, address: SocketAddr, branch: &[u8]) -> bool {
+        // Nearly every request has no branch of this edge at all: look before parsing.
+        let has_our_branch = msg
+            .headers_named(HeaderName::Via)
+            .any(|via| memchr::memmem::find(via.value, BRANCH_PREFIX).is_some());
+        if !has_our_branch {
+            return false;
+        }
         let loop_part = &branch[BRANCH_PREFIX.len() + 16..];
         msg.vias().flatten().any(|via| {
             via_names(&via, address)
@@ -708,7 +723,11 @@ enum Routed {
     Reply,
 }
 
-fn top_via<'a>(msg: &Message<'a>) -> Result<Via<'a>, DropReason> {
+/// The top Via, as sanity parsed it (or parsed here if that check is disabled).
+fn top_via<'a>(msg: &Message<'a>, checked: &Checked<'a>) -> Result<Via<'a>, DropReason> {
+    if let Some(via) = checked.top_via {
+        return Ok(via);
+    }
     match msg.top_via() {
         Some(Ok(via)) => Ok(via),
         _ => Err(DropReason::Unroutable),
@@ -721,12 +740,15 @@ fn via_names(via: &Via<'_>, address: SocketAddr) -> bool {
 }
 
 /// Requests that create a dialog and so need Record-Route (RFC 3261 §16.6 step 4).
-fn creates_dialog(msg: &Message<'_>) -> bool {
+fn creates_dialog(msg: &Message<'_>, checked: &Checked<'_>) -> bool {
     let initial = matches!(
         msg.method(),
         Some(Method::Invite | Method::Subscribe | Method::Refer | Method::Notify)
     );
-    let in_dialog = matches!(msg.to(), Some(Ok(to)) if to.tag().is_some());
+    let in_dialog = match &checked.to {
+        Some(to) => to.tag().is_some(),
+        None => matches!(msg.to(), Some(Ok(to)) if to.tag().is_some()),
+    };
     initial && !in_dialog
 }
 
@@ -740,17 +762,39 @@ fn push_via_prefix(out: &mut Vec<u8>, transport: Transport, address: SocketAddr,
     out.extend_from_slice(branch);
 }
 
-/// `ip:port`, IPv6 in brackets.
+/// `ip:port`, IPv6 in brackets. IPv4 is written by hand: the formatting machinery costs
+/// more than the rest of a Via.
 fn push_address(out: &mut Vec<u8>, address: SocketAddr) {
-    use std::io::Write;
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{address}");
+    match address {
+        SocketAddr::V4(v4) => push_ipv4(out, *v4.ip()),
+        SocketAddr::V6(v6) => {
+            use std::io::Write;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "[{}]", v6.ip());
+        }
+    }
+    out.push(b':');
+    reply::push_number(out, u64::from(address.port()));
 }
 
 /// An IP address as a Via `received` value (IPv6 without brackets, RFC 5118).
 fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    use std::io::Write;
-    let _ = write!(out, "{ip}");
+    match ip {
+        IpAddr::V4(v4) => push_ipv4(out, v4),
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+fn push_ipv4(out: &mut Vec<u8>, ip: std::net::Ipv4Addr) {
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        reply::push_number(out, u64::from(octet));
+    }
 }
 
 /// Lower-case hexadecimal of `n`, into `buf`.

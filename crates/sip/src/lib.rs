@@ -56,5 +56,5 @@ pub use message::{
 };
 pub use name::{HeaderName, Method};
 pub use params::{Param, Params, unquote};
-pub use sanity::{Check, Sanity, SanityError};
+pub use sanity::{Check, Checked, Sanity, SanityError};
 pub use uri::{Host, Scheme, Uri, eq_unescaped, unescape};
