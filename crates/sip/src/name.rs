@@ -56,6 +56,48 @@ pub enum HeaderName {
 pub(crate) const HEADER_NAME_COUNT: usize = HeaderName::Other as usize + 1;
 
 impl HeaderName {
+    /// Every recognised name, [`HeaderName::Other`] excluded, in declaration order.
+    pub const ALL: [HeaderName; HEADER_NAME_COUNT - 1] = [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+        HeaderName::MaxForwards,
+        HeaderName::Contact,
+        HeaderName::Expires,
+        HeaderName::ContentLength,
+        HeaderName::ContentType,
+        HeaderName::ContentEncoding,
+        HeaderName::UserAgent,
+        HeaderName::Server,
+        HeaderName::Authorization,
+        HeaderName::ProxyAuthorization,
+        HeaderName::WwwAuthenticate,
+        HeaderName::ProxyAuthenticate,
+        HeaderName::Route,
+        HeaderName::RecordRoute,
+        HeaderName::Path,
+        HeaderName::Require,
+        HeaderName::ProxyRequire,
+        HeaderName::Supported,
+        HeaderName::Unsupported,
+        HeaderName::Allow,
+        HeaderName::Date,
+        HeaderName::Event,
+        HeaderName::AllowEvents,
+        HeaderName::Subject,
+        HeaderName::ReferTo,
+        HeaderName::ReferredBy,
+        HeaderName::AcceptContact,
+        HeaderName::RejectContact,
+        HeaderName::RequestDisposition,
+        HeaderName::Identity,
+        HeaderName::IdentityInfo,
+        HeaderName::SessionExpires,
+        HeaderName::Warning,
+    ];
+
     /// Recognises a header name as it appears on the wire (any case, long or compact).
     pub fn from_bytes(name: &[u8]) -> HeaderName {
         use HeaderName::*;
@@ -315,53 +357,9 @@ impl<'a> Method<'a> {
 mod tests {
     use super::*;
 
-    const ALL: [HeaderName; HEADER_NAME_COUNT - 1] = {
-        use HeaderName::*;
-        [
-            Via,
-            From,
-            To,
-            CallId,
-            CSeq,
-            MaxForwards,
-            Contact,
-            Expires,
-            ContentLength,
-            ContentType,
-            ContentEncoding,
-            UserAgent,
-            Server,
-            Authorization,
-            ProxyAuthorization,
-            WwwAuthenticate,
-            ProxyAuthenticate,
-            Route,
-            RecordRoute,
-            Path,
-            Require,
-            ProxyRequire,
-            Supported,
-            Unsupported,
-            Allow,
-            Date,
-            Event,
-            AllowEvents,
-            Subject,
-            ReferTo,
-            ReferredBy,
-            AcceptContact,
-            RejectContact,
-            RequestDisposition,
-            Identity,
-            IdentityInfo,
-            SessionExpires,
-            Warning,
-        ]
-    };
-
     #[test]
     fn every_long_form_is_recognised_in_any_case() {
-        for name in ALL {
+        for name in HeaderName::ALL {
             let long = name.canonical();
             assert_eq!(HeaderName::from_bytes(long.as_bytes()), name, "{long}");
             assert_eq!(
