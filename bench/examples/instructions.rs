@@ -29,17 +29,30 @@ fn main() {
     let limits = Limits::default();
     let sipx_limits = sipx_sip::Limits::datagram();
     let sanity = Sanity::new();
-    let mut edge = sipwall_edge::Edge::new(sipwall_edge::EdgeConfig {
-        public: vec![(
-            sipwall_edge::Transport::Udp,
-            "127.0.0.1:5060".parse().unwrap(),
-        )],
-        inner: "127.0.0.1:5070".parse().unwrap(),
-        upstream: "127.0.0.1:5080".parse().unwrap(),
-        key: [7; sipwall_edge::KEY_LEN],
-        previous_key: None,
-        limits: Limits::default(),
-    });
+    let mut edge = sipwall_edge::Edge::new(
+        sipwall_edge::EdgeConfig {
+            public: vec![(
+                sipwall_edge::Transport::Udp,
+                "127.0.0.1:5060".parse().unwrap(),
+            )],
+            inner: "127.0.0.1:5070".parse().unwrap(),
+            upstream: "127.0.0.1:5080".parse().unwrap(),
+            key: [7; sipwall_edge::KEY_LEN],
+            previous_key: None,
+            limits: Limits::default(),
+        },
+        {
+            // The phone is a trusted peer: this workload is plain forwarding (the
+            // pipeline's cost has its own criterion benchmark).
+            let policy: sipwall_policy::PolicyConfig =
+                toml::from_str("trusted_peers = [\"198.51.100.7/32\"]").unwrap();
+            std::sync::Arc::new(std::sync::Mutex::new(sipwall_policy::Engine::new(
+                &policy,
+                &[],
+                [0; 16],
+            )))
+        },
+    );
     let phone = sipwall_edge::Flow {
         transport: sipwall_edge::Transport::Udp,
         remote: "198.51.100.7:40000".parse().unwrap(),
@@ -71,6 +84,7 @@ fn main() {
                     bytes,
                     side: sipwall_edge::Side::Public,
                     flow: phone,
+                    now: 0,
                 };
                 match edge.handle(&inbound) {
                     sipwall_edge::Action::Forward { bytes, .. } => {

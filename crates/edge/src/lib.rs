@@ -17,16 +17,24 @@
 //! - **Record-Route**: dialog-creating requests get two Record-Route entries, one per
 //!   side (RFC 5658), so in-dialog requests from either side pass the edge.
 //!
-//! The runtime (`sipwall-net`) calls [`Edge::handle`] with the bytes, the side and the
-//! peer's [`Flow`], and carries out the returned [`Action`].
+//! Every message from the public side also passes the security pipeline
+//! ([`sipwall_policy::Engine`], shared by the workers): banned sources are refused
+//! before their bytes are parsed, requests get the pipeline's verdict, and the
+//! upstream's answers teach it who authenticates and who fails (the facts of the
+//! request it needs travel in the edge's Via token, so this stays stateless).
+//!
+//! The runtime (`sipwall-net`) calls [`Edge::handle`] with the bytes, the side, the
+//! peer's [`Flow`] and the time, and carries out the returned [`Action`].
 
 mod reply;
 mod token;
 
 use std::hash::Hasher;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use siphasher::sip::SipHasher13;
+use sipwall_policy::{Answer, AnswerVerdict, Engine, Millis, Rule, Verdict};
 use sipwall_sip::{
     Checked, Contact, Editor, Framing, HeaderName, Limits, Message, Method, ParseError, Position,
     Rport, Sanity, SanityError, Scheme, Uri, Via,
@@ -45,6 +53,13 @@ const BRANCH_PREFIX: &[u8] = b"z9hG4bKsw";
 const BRANCH_LEN: usize = BRANCH_PREFIX.len() + 32;
 /// A branch of the edge.
 type Branch = [u8; BRANCH_LEN];
+/// Flag in the Via token: the request carried credentials (its digest user name follows).
+const HAD_CREDENTIALS: u8 = 1;
+/// Flag in the Via token: the request was outside a dialog (no To tag).
+const INITIAL: u8 = 2;
+/// Longest user name carried in a Via token (longer ones are cut: they are only
+/// counted).
+const MAX_TOKEN_USER: usize = 64;
 /// Max-Forwards given to requests that have none (RFC 3261 §8.1.1.6).
 const DEFAULT_MAX_FORWARDS: u8 = 70;
 
@@ -85,7 +100,12 @@ pub struct Inbound<'a> {
     pub side: Side,
     /// The peer it came from.
     pub flow: Flow,
+    /// When it arrived, in milliseconds of the runtime's monotonic clock.
+    pub now: Millis,
 }
+
+/// The security pipeline, shared by every worker of a process.
+pub type SharedPolicy = Arc<Mutex<Engine>>;
 
 /// Where a forwarded message goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +130,10 @@ pub enum DropReason {
     BadToken,
     /// A message the edge cannot rewrite (an edit would be invalid).
     Unroutable,
+    /// The source is banned.
+    Banned,
+    /// The security pipeline dropped it.
+    Policy,
 }
 
 /// What to do with a message.
@@ -127,6 +151,14 @@ pub enum Action<'e> {
         /// The response.
         bytes: &'e [u8],
     },
+    /// Send `bytes` back to the flow the message came from, after `delay`
+    /// milliseconds (a tarpit: the scanner waits for every answer).
+    Tarpit {
+        /// The response.
+        bytes: &'e [u8],
+        /// The delay.
+        delay: Millis,
+    },
     /// Send nothing.
     Drop(DropReason),
 }
@@ -136,6 +168,8 @@ pub struct Edge {
     config: EdgeConfig,
     codec: TokenCodec,
     branch_key: [u8; 16],
+    /// The security pipeline.
+    policy: SharedPolicy,
     sanity: Sanity,
     editor: Editor,
     /// The message being written.
@@ -155,14 +189,15 @@ impl std::fmt::Debug for Edge {
 }
 
 impl Edge {
-    /// A worker's edge for `config`.
-    pub fn new(config: EdgeConfig) -> Self {
+    /// A worker's edge for `config`, enforcing `policy`.
+    pub fn new(config: EdgeConfig, policy: SharedPolicy) -> Self {
         let mut codec = TokenCodec::new(&config.key, config.previous_key.as_ref());
         let branch_key = codec.derive_branch_key();
         Edge {
             config,
             codec,
             branch_key,
+            policy,
             sanity: Sanity::new(),
             editor: Editor::new(),
             out: Vec::with_capacity(4096),
@@ -178,6 +213,17 @@ impl Edge {
 
     /// Decides what to do with one message.
     pub fn handle<'e>(&'e mut self, inbound: &Inbound<'_>) -> Action<'e> {
+        let public = inbound.side == Side::Public;
+        let source = inbound.flow.remote.ip();
+        // Banned sources cost one lookup, not a parse.
+        let admitted = if public {
+            lock(&self.policy).admit(source, inbound.now)
+        } else {
+            Verdict::Pass
+        };
+        if admitted == Verdict::Drop {
+            return Action::Drop(DropReason::Banned);
+        }
         let framing = if inbound.flow.transport.is_stream() {
             Framing::Stream
         } else {
@@ -185,18 +231,57 @@ impl Edge {
         };
         let msg = match Message::parse(inbound.bytes, framing, &self.config.limits) {
             Ok(msg) => msg,
-            Err(error) => return self.malformed(inbound.bytes, error),
+            Err(error) => {
+                if public && self.offence(Rule::Malformed, source, &error.to_string(), inbound) {
+                    return Action::Drop(DropReason::Policy);
+                }
+                return self.malformed(inbound.bytes, error);
+            }
         };
         // Sanity hands over what it parsed: routing reads the top Via, From, To and
         // CSeq from there instead of parsing them again.
         let checked = match self.sanity.check(&msg) {
             Ok(checked) => checked,
-            Err(error) => return self.refuse(&msg, error),
+            Err(error) => {
+                if public && self.offence(Rule::Malformed, source, &error.to_string(), inbound) {
+                    return Action::Drop(DropReason::Policy);
+                }
+                return self.refuse(&msg, error);
+            }
         };
+        if public && msg.is_request() {
+            let verdict = if admitted == Verdict::Honeypot {
+                Verdict::Honeypot
+            } else {
+                lock(&self.policy).check_request(&msg, &checked, source, inbound.now)
+            };
+            match verdict {
+                Verdict::Pass => {}
+                Verdict::Drop => return Action::Drop(DropReason::Policy),
+                Verdict::Reply(code) => {
+                    if msg.method() == Some(Method::Ack) {
+                        return Action::Drop(DropReason::Policy);
+                    }
+                    self.write_reply(&msg, code, b"");
+                    return Action::Reply { bytes: &self.out };
+                }
+                Verdict::Tarpit { code, delay } => {
+                    if msg.method() == Some(Method::Ack) {
+                        return Action::Drop(DropReason::Policy);
+                    }
+                    self.write_reply(&msg, code, b"");
+                    return Action::Tarpit {
+                        bytes: &self.out,
+                        delay,
+                    };
+                }
+                Verdict::Honeypot => return self.honeypot(&msg),
+            }
+        }
         let routed = match (msg.is_request(), inbound.side) {
             (true, Side::Public) => self.request_from_public(&msg, &checked, inbound),
             (true, Side::Inner) => self.request_from_inner(&msg, &checked),
-            (false, Side::Inner) => self.response_from_inner(&msg, &checked),
+            (false, Side::Inner) => self.response_from_inner(&msg, &checked, inbound.now),
             (false, Side::Public) => self.response_from_public(&msg, &checked, inbound),
         };
         match routed {
@@ -207,6 +292,32 @@ impl Edge {
             Ok(Routed::Reply) => Action::Reply { bytes: &self.out },
             Err(reason) => Action::Drop(reason),
         }
+    }
+
+    /// Reports an offence to the pipeline; true if its verdict is to drop the message
+    /// (otherwise it is answered or dropped the usual way).
+    fn offence(&mut self, rule: Rule, source: IpAddr, reason: &str, inbound: &Inbound<'_>) -> bool {
+        let verdict = lock(&self.policy).offence(rule, source, reason, inbound.now);
+        matches!(verdict, Some(Verdict::Drop | Verdict::Honeypot))
+    }
+
+    /// The honeypot's answer: a plausible success, so that a scanner believes what it
+    /// found (a registration accepted, a call answered) and wastes its time on it.
+    fn honeypot(&mut self, msg: &Message<'_>) -> Action<'_> {
+        if msg.method() == Some(Method::Ack) {
+            return Action::Drop(DropReason::Policy);
+        }
+        let mut extra = Vec::new();
+        if let Some(contact) = msg.header(HeaderName::Contact) {
+            extra.extend_from_slice(b"Contact: ");
+            extra.extend_from_slice(contact.value);
+            if msg.method() == Some(Method::Register) {
+                extra.extend_from_slice(b";expires=3600");
+            }
+            extra.extend_from_slice(b"\r\n");
+        }
+        self.write_reply(msg, 200, &extra);
+        Action::Reply { bytes: &self.out }
     }
 
     /// A 430 Flow Failed (RFC 5626) for a request the runtime could not deliver because
@@ -308,6 +419,21 @@ impl Edge {
         // its way back without state.
         self.plain.clear();
         inbound.flow.encode(&mut self.plain);
+        // What the pipeline must know when the answer comes back: did the request
+        // carry credentials, and for which user name; was it outside a dialog.
+        let user = credentials_user(msg);
+        let mut flags = 0;
+        if user.is_some() {
+            flags |= HAD_CREDENTIALS;
+        }
+        if checked.to.is_none_or(|to| to.tag().is_none()) {
+            flags |= INITIAL;
+        }
+        self.plain.push(flags);
+        if let Some(user) = user {
+            self.plain
+                .extend_from_slice(&user[..user.len().min(MAX_TOKEN_USER)]);
+        }
         self.text.clear();
         push_via_prefix(&mut self.text, Transport::Udp, self.config.inner, &branch);
         self.text.push(b';');
@@ -353,6 +479,7 @@ impl Edge {
         self.editor
             .replace_request_uri(msg, &original)
             .map_err(|_| DropReason::Unroutable)?;
+        self.remove_fingerprints(msg)?;
         self.pop_own_routes(msg)?;
         self.decrement_max_forwards(msg)?;
         if creates_dialog(msg, checked) {
@@ -373,6 +500,7 @@ impl Edge {
         &mut self,
         msg: &Message<'_>,
         checked: &Checked<'_>,
+        now: Millis,
     ) -> Result<Routed, DropReason> {
         let top = top_via(msg, checked)?;
         if !self.is_inner_address(&top) {
@@ -387,12 +515,38 @@ impl Edge {
             .codec
             .open(Purpose::Via, token)
             .map_err(|_| DropReason::BadToken)?;
-        let (flow, _) = Flow::decode(plain).ok_or(DropReason::BadToken)?;
+        let (flow, facts) = Flow::decode(plain).ok_or(DropReason::BadToken)?;
+        let (flags, user) = facts.split_first().map_or((0, &[][..]), |(f, u)| (*f, u));
+        // The pipeline learns from the answer, and hides what it would reveal.
+        let verdict = match (checked.cseq, msg.status_code()) {
+            (Some(cseq), Some(status)) if status >= 200 => {
+                let challenge = match status {
+                    401 => msg.header(HeaderName::WwwAuthenticate).map(|h| h.value),
+                    407 => msg.header(HeaderName::ProxyAuthenticate).map(|h| h.value),
+                    _ => None,
+                };
+                let answer = Answer {
+                    source: flow.remote.ip(),
+                    method: cseq.method,
+                    status,
+                    reason: status_reason(msg),
+                    call_id: msg.call_id().unwrap_or_default(),
+                    credentials: (flags & HAD_CREDENTIALS != 0).then_some(user),
+                    initial: flags & INITIAL != 0,
+                    challenge,
+                };
+                lock(&self.policy).observe_response(&answer, now)
+            }
+            _ => AnswerVerdict::Forward,
+        };
         self.editor.clear();
         self.editor
             .pop_via(msg)
             .map_err(|_| DropReason::Unroutable)?;
-        if checked
+        self.remove_fingerprints(msg)?;
+        if let AnswerVerdict::Disguise(code) = verdict {
+            self.disguise(msg, checked, code)?;
+        } else if checked
             .cseq
             .is_some_and(|cseq| cseq.method == Method::Register)
         {
@@ -425,6 +579,70 @@ impl Edge {
         }
         self.finish(msg)?;
         Ok(Routed::Forward(Target::Upstream))
+    }
+
+    /// Turns an answer that would reveal whether an extension exists into the challenge
+    /// every other request gets: status line, then the upstream's own challenge with a
+    /// fresh nonce. Its other headers (To tag, Server) are the upstream's, as in a real
+    /// challenge.
+    fn disguise(
+        &mut self,
+        msg: &Message<'_>,
+        checked: &Checked<'_>,
+        code: u16,
+    ) -> Result<(), DropReason> {
+        let bytes = msg.as_bytes();
+        let line_end = memchr::memchr(b'\n', bytes).ok_or(DropReason::Unroutable)?;
+        let line_end = if line_end > 0 && bytes[line_end - 1] == b'\r' {
+            line_end - 1
+        } else {
+            line_end
+        };
+        self.text.clear();
+        self.text.extend_from_slice(b"SIP/2.0 ");
+        reply::push_number(&mut self.text, u64::from(code));
+        self.text.push(b' ');
+        self.text.extend_from_slice(reply::reason(code).as_bytes());
+        self.editor
+            .replace(msg, &bytes[..line_end], &self.text)
+            .map_err(|_| DropReason::Unroutable)?;
+        let realm = checked.from.map_or(&b""[..], |from| from.uri.host_raw);
+        self.text.clear();
+        lock(&self.policy).write_challenge(realm, &mut self.text);
+        let name: &[u8] = if code == 401 {
+            b"WWW-Authenticate"
+        } else {
+            b"Proxy-Authenticate"
+        };
+        // A Warning or a body explaining the refusal would tell what the status line
+        // no longer does.
+        for header in msg.headers() {
+            if matches!(header.name, HeaderName::Warning) {
+                self.editor
+                    .remove_header(msg, header.index)
+                    .map_err(|_| DropReason::Unroutable)?;
+            }
+        }
+        self.editor
+            .insert_header(msg, Position::Last, name, &self.text)
+            .map_err(|_| DropReason::Unroutable)?;
+        if !msg.body().is_empty() {
+            self.editor.set_body(b"");
+        }
+        Ok(())
+    }
+
+    /// Removes the upstream's Server and User-Agent headers from what goes to the public
+    /// side: a product name and version tell a scanner which exploits to try.
+    fn remove_fingerprints(&mut self, msg: &Message<'_>) -> Result<(), DropReason> {
+        for header in msg.headers() {
+            if matches!(header.name, HeaderName::Server | HeaderName::UserAgent) {
+                self.editor
+                    .remove_header(msg, header.index)
+                    .map_err(|_| DropReason::Unroutable)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the edited message into `out`.
@@ -721,6 +939,31 @@ impl Edge {
 enum Routed {
     Forward(Target),
     Reply,
+}
+
+/// Locks the security pipeline (poisoning is ignored: the engine's state is consistent
+/// between calls, and a worker must not stop because another panicked).
+fn lock(policy: &SharedPolicy) -> MutexGuard<'_, Engine> {
+    policy
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The digest user name of the request's credentials, if it carries any.
+fn credentials_user<'a>(msg: &Message<'a>) -> Option<&'a [u8]> {
+    let credentials = msg
+        .authorization()
+        .or_else(|| msg.proxy_authorization())?
+        .ok()?;
+    credentials.digest?.username
+}
+
+/// The reason phrase of a response.
+fn status_reason<'a>(msg: &Message<'a>) -> &'a [u8] {
+    match msg.start_line() {
+        sipwall_sip::StartLine::Response(line) => line.reason,
+        sipwall_sip::StartLine::Request(_) => b"",
+    }
 }
 
 /// The top Via, as sanity parsed it (or parsed here if that check is disabled).

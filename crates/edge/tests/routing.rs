@@ -6,8 +6,11 @@
 //! edge forwarded.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
-use sipwall_edge::{Action, DropReason, Edge, EdgeConfig, Flow, Inbound, Side, Target, Transport};
+use sipwall_edge::{
+    Action, DropReason, Edge, EdgeConfig, Flow, Inbound, SharedPolicy, Side, Target, Transport,
+};
 use sipwall_sip::{Contact, Framing, HeaderName, Limits, Message, Rport};
 
 const KEY: [u8; 32] = [7; 32];
@@ -31,8 +34,18 @@ fn config(key: [u8; 32], previous: Option<[u8; 32]>) -> EdgeConfig {
     }
 }
 
+/// The security pipeline with its default policy.
+fn policy() -> SharedPolicy {
+    let config = sipwall_policy::PolicyConfig::default();
+    Arc::new(Mutex::new(sipwall_policy::Engine::new(
+        &config,
+        &[],
+        [0; 16],
+    )))
+}
+
 fn edge() -> Edge {
-    Edge::new(config(KEY, None))
+    Edge::new(config(KEY, None), policy())
 }
 
 /// The phone: behind NAT, its messages arrive from 198.51.100.7:40000 though it
@@ -64,10 +77,15 @@ fn run(
     side: Side,
     flow: Flow,
 ) -> (Option<Target>, Vec<u8>, Option<DropReason>) {
-    let inbound = Inbound { bytes, side, flow };
+    let inbound = Inbound {
+        bytes,
+        side,
+        flow,
+        now: 0,
+    };
     match edge.handle(&inbound) {
         Action::Forward { to, bytes } => (Some(to), bytes.to_vec(), None),
-        Action::Reply { bytes } => (None, bytes.to_vec(), None),
+        Action::Reply { bytes } | Action::Tarpit { bytes, .. } => (None, bytes.to_vec(), None),
         Action::Drop(reason) => (None, Vec::new(), Some(reason)),
     }
 }
@@ -307,7 +325,10 @@ Call-ID: c2\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.5:5062>\r\nContent-L
     assert_eq!(branch(&mut edge, &cancel), first);
     assert_eq!(branch(&mut edge, &ack), first);
     // Another node with the same key computes the same branch.
-    assert_eq!(branch(&mut Edge::new(config(KEY, None)), invite), first);
+    assert_eq!(
+        branch(&mut Edge::new(config(KEY, None), policy()), invite),
+        first
+    );
     let other = invite.replace("z9hG4bKinv1", "z9hG4bKinv2");
     assert_ne!(branch(&mut edge, &other), first);
 }
@@ -428,10 +449,10 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\nCall-ID: s\r\nCSeq: 1 OPTIONS\r\
 
 #[test]
 fn tokens_of_the_previous_key_open_during_a_rotation() {
-    let mut old = Edge::new(config(OLD_KEY, None));
+    let mut old = Edge::new(config(OLD_KEY, None), policy());
     let target = registered_contact(&mut old, Transport::Udp);
     let invite = invite_from_upstream(&target);
-    let mut rotated = Edge::new(config(KEY, Some(OLD_KEY)));
+    let mut rotated = Edge::new(config(KEY, Some(OLD_KEY)), policy());
     let (to, _, _) = run(&mut rotated, invite.as_bytes(), Side::Inner, upstream());
     assert_eq!(to, Some(Target::Peer(phone(Transport::Udp))));
     let (to, out, _) = run(&mut edge(), invite.as_bytes(), Side::Inner, upstream());
@@ -493,4 +514,141 @@ fn a_gone_flow_is_answered_430() {
         .unwrap()
         .to_vec();
     assert_eq!(parse(&reply).status_code(), Some(430));
+}
+
+/// The registrar's answer to a forwarded REGISTER with another status line and
+/// `extra` headers.
+fn register_answer(forwarded: &Message<'_>, status: &str, extra: &str) -> String {
+    register_ok(forwarded)
+        .replacen("SIP/2.0 200 OK", &format!("SIP/2.0 {status}"), 1)
+        .replacen("Content-Length: 0", &format!("{extra}Content-Length: 0"), 1)
+}
+
+#[test]
+fn a_404_for_a_missing_user_reaches_the_phone_as_the_registrars_own_challenge() {
+    let mut edge = edge();
+    // A first REGISTER is challenged: the edge learns what a challenge looks like, and
+    // the registrar's Server header stays inside.
+    let (_, forwarded, _) = run(
+        &mut edge,
+        REGISTER.as_bytes(),
+        Side::Public,
+        phone(Transport::Udp),
+    );
+    let challenge = "WWW-Authenticate: Digest realm=\"example.com\", nonce=\"Z2hL5mC1n7Vq0bFi3xk8Wd4Eo6Ap9Rt2\", qop=\"auth\"\r\n";
+    let answer = register_answer(
+        &parse(&forwarded),
+        "401 Unauthorized",
+        &format!("Server: kamailio (5.8.4 (x86_64/linux))\r\n{challenge}"),
+    );
+    let (_, back, _) = run(&mut edge, answer.as_bytes(), Side::Inner, upstream());
+    let text = String::from_utf8(back).unwrap();
+    assert!(text.starts_with("SIP/2.0 401 Unauthorized\r\n"), "{text}");
+    assert!(!text.contains("kamailio"), "{text}");
+
+    // Another user does not exist: the registrar says so, the phone cannot tell.
+    let missing = REGISTER.replace("alice", "zed").replace("reg-1@", "reg-2@");
+    let (_, forwarded, _) = run(
+        &mut edge,
+        missing.as_bytes(),
+        Side::Public,
+        phone(Transport::Udp),
+    );
+    let answer = register_answer(
+        &parse(&forwarded),
+        "404 Not Found",
+        "Server: kamailio\r\nWarning: 399 pbx \"no such user\"\r\n",
+    );
+    let (to, back, _) = run(&mut edge, answer.as_bytes(), Side::Inner, upstream());
+    assert_eq!(to, Some(Target::Peer(phone(Transport::Udp))));
+    let text = String::from_utf8(back.clone()).unwrap();
+    assert!(text.starts_with("SIP/2.0 401 Unauthorized\r\n"), "{text}");
+    assert!(
+        !text.contains("kamailio") && !text.contains("Warning") && !text.contains("404"),
+        "{text}"
+    );
+    let msg = parse(&back);
+    let value = msg.header(HeaderName::WwwAuthenticate).unwrap().value;
+    let value = String::from_utf8_lossy(value);
+    assert!(
+        value.starts_with("Digest realm=\"example.com\", nonce=\""),
+        "{value}"
+    );
+    assert!(
+        value.ends_with("\", qop=\"auth\"") && !value.contains("Z2hL5mC1n7Vq0bFi3xk8Wd4Eo6Ap9Rt2")
+    );
+    assert_eq!(
+        value.len(),
+        challenge.len() - "WWW-Authenticate: \r\n".len()
+    );
+}
+
+#[test]
+fn a_scanner_is_banned_and_then_refused_before_parsing() {
+    let mut edge = edge();
+    let scan = REGISTER.replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nUser-Agent: friendly-scanner\r\n",
+    );
+    let (to, _, dropped) = run(
+        &mut edge,
+        scan.as_bytes(),
+        Side::Public,
+        phone(Transport::Udp),
+    );
+    assert_eq!((to, dropped), (None, Some(DropReason::Policy)));
+    // Even a flawless REGISTER from there is refused now, and so is garbage.
+    let (_, _, dropped) = run(
+        &mut edge,
+        REGISTER.as_bytes(),
+        Side::Public,
+        phone(Transport::Udp),
+    );
+    assert_eq!(dropped, Some(DropReason::Banned));
+    let (_, _, dropped) = run(
+        &mut edge,
+        b"\x00garbage",
+        Side::Public,
+        phone(Transport::Udp),
+    );
+    assert_eq!(dropped, Some(DropReason::Banned));
+    // The upstream's traffic to other phones is unaffected.
+    let (to, _, _) = run(
+        &mut edge,
+        REGISTER.as_bytes(),
+        Side::Public,
+        Flow {
+            remote: addr("198.51.100.8:5060"),
+            ..phone(Transport::Udp)
+        },
+    );
+    assert_eq!(to, Some(Target::Upstream));
+}
+
+#[test]
+fn three_wrong_passwords_ban_the_phone() {
+    let mut edge = edge();
+    let with_credentials = REGISTER.replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nAuthorization: Digest username=\"alice\", realm=\"example.com\", nonce=\"n\", uri=\"sip:example.com\", response=\"0123456789abcdef0123456789abcdef\"\r\n",
+    );
+    for attempt in 1..=3 {
+        let (to, forwarded, _) = run(
+            &mut edge,
+            with_credentials.as_bytes(),
+            Side::Public,
+            phone(Transport::Udp),
+        );
+        assert_eq!(to, Some(Target::Upstream), "attempt {attempt} goes up");
+        // The user name travels in the edge's Via, so the failure is counted per user.
+        let answer = register_answer(&parse(&forwarded), "403 Forbidden", "");
+        run(&mut edge, answer.as_bytes(), Side::Inner, upstream());
+    }
+    let (_, _, dropped) = run(
+        &mut edge,
+        with_credentials.as_bytes(),
+        Side::Public,
+        phone(Transport::Udp),
+    );
+    assert_eq!(dropped, Some(DropReason::Banned));
 }

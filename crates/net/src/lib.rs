@@ -18,11 +18,14 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sipwall_edge::{Action, Edge, EdgeConfig, Flow, Inbound, Side, Target, Transport};
+use sipwall_edge::{
+    Action, Edge, EdgeConfig, Flow, Inbound, SharedPolicy, Side, Target, Transport,
+};
+use sipwall_policy::{Event, Millis, Taken, Verdict};
 use sipwall_sip::{Frame, StreamFramer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,6 +60,23 @@ struct Shared {
     per_source: Mutex<HashMap<IpAddr, usize>>,
     next_connection: AtomicU64,
     config: watch::Receiver<Arc<NetConfig>>,
+    /// The security pipeline, shared by every worker.
+    policy: SharedPolicy,
+    /// The origin of the pipeline's clock.
+    clock: Instant,
+    /// Tarpitted answers waiting for their time (capped: each holds a task).
+    tarpits: AtomicUsize,
+}
+
+/// Most tarpitted answers waiting at once; beyond, the message is dropped instead.
+const MAX_TARPITS: usize = 1024;
+/// How often the pipeline's periodic work runs.
+const POLICY_TICK: Duration = Duration::from_millis(250);
+
+impl Shared {
+    fn now(&self) -> Millis {
+        self.clock.elapsed().as_millis() as Millis
+    }
 }
 
 /// A running edge proxy.
@@ -92,7 +112,7 @@ fn reuseport_udp(address: SocketAddr) -> io::Result<UdpSocket> {
 
 impl Server {
     /// Binds every listener and starts the tasks. Must be called inside a tokio runtime.
-    pub async fn start(config: NetConfig) -> io::Result<Server> {
+    pub async fn start(config: NetConfig, policy: SharedPolicy) -> io::Result<Server> {
         let workers = config.workers.max(1);
         let mut config = config;
         // Bind the first socket of each address to learn the port when 0 was given.
@@ -149,8 +169,12 @@ impl Server {
             per_source: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
             config: config_rx,
+            policy,
+            clock: Instant::now(),
+            tarpits: AtomicUsize::new(0),
         });
         let mut tasks = JoinSet::new();
+        tasks.spawn(policy_ticker(shared.clone(), stop_rx.clone()));
         for (side, socket) in udp_sockets {
             tasks.spawn(udp_worker(side, socket, shared.clone(), stop_rx.clone()));
         }
@@ -185,11 +209,79 @@ impl Server {
 }
 
 /// Rebuilds `edge` if the configuration changed since it was built.
-fn refresh(edge: &mut Edge, config: &mut watch::Receiver<Arc<NetConfig>>) {
+fn refresh(edge: &mut Edge, config: &mut watch::Receiver<Arc<NetConfig>>, shared: &Shared) {
     if config.has_changed().unwrap_or(false) {
         let current = config.borrow_and_update().clone();
-        *edge = Edge::new(current.edge.clone());
+        *edge = Edge::new(current.edge.clone(), shared.policy.clone());
     }
+}
+
+/// The pipeline's periodic work (unanswered challenges, ends of bans), and its events
+/// written to the log: one line per decision, with the rule, the source, the action and
+/// the reason, in a form fail2ban can also read.
+async fn policy_ticker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(POLICY_TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events: Vec<Event> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.changed() => return,
+        }
+        {
+            let mut policy = shared.policy.lock().unwrap_or_else(|p| p.into_inner());
+            policy.tick(shared.now());
+            policy.drain_events(&mut events);
+        }
+        for event in events.drain(..) {
+            log_event(&event);
+        }
+    }
+}
+
+fn log_event(event: &Event) {
+    let rule = event.rule.name();
+    let source = event.source;
+    let reason = &event.reason;
+    match event.taken {
+        Taken::Banned { until, offences } => tracing::warn!(
+            target: "sipwall::policy",
+            rule, %source, action = "ban", ttl_s = until.saturating_sub(event.at) / 1000,
+            offences, reason = %reason, "banned {source}"
+        ),
+        Taken::Honeypotted { until } => tracing::warn!(
+            target: "sipwall::policy",
+            rule, %source, action = "honeypot", ttl_s = until.saturating_sub(event.at) / 1000,
+            reason = %reason, "sent {source} to the honeypot"
+        ),
+        Taken::Expired => tracing::info!(
+            target: "sipwall::policy", rule, %source, action = "expired", "ban of {source} ended"
+        ),
+        Taken::Unbanned => tracing::info!(
+            target: "sipwall::policy", rule, %source, action = "unban", "ban of {source} lifted"
+        ),
+        other => tracing::info!(
+            target: "sipwall::policy",
+            rule, %source, action = ?other, reason = %reason, "{rule} matched {source}"
+        ),
+    }
+}
+
+/// Sends `bytes` after `delay` from a task of its own, unless too many already wait.
+fn tarpit<F>(shared: &Arc<Shared>, delay: Millis, send: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    if shared.tarpits.fetch_add(1, Ordering::Relaxed) >= MAX_TARPITS {
+        shared.tarpits.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        send.await;
+        shared.tarpits.fetch_sub(1, Ordering::Relaxed);
+    });
 }
 
 /// Forwards a message the edge rewrote to where it goes.
@@ -347,7 +439,10 @@ async fn udp_worker(
 ) {
     use std::os::fd::AsRawFd;
     let mut config = shared.config.clone();
-    let mut edge = Edge::new(config.borrow_and_update().edge.clone());
+    let mut edge = Edge::new(
+        config.borrow_and_update().edge.clone(),
+        shared.policy.clone(),
+    );
     // One buffer per datagram of a batch, read with one system call.
     let mut buffers: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; 65_535]).collect();
     let mut meta = [(0usize, None); BATCH];
@@ -370,8 +465,9 @@ async fn udp_worker(
             Ok(count) => count,
             Err(_) => continue,
         };
-        refresh(&mut edge, &mut config);
+        refresh(&mut edge, &mut config, &shared);
         let upstream = config.borrow().edge.upstream;
+        let now = shared.now();
         for (index, &(len, source)) in meta.iter().enumerate().take(count) {
             let Some(source) = source else {
                 continue;
@@ -388,6 +484,7 @@ async fn udp_worker(
                     remote: source,
                     connection: 0,
                 },
+                now,
             };
             let (via, to, out) = match edge.handle(&inbound) {
                 Action::Forward {
@@ -427,8 +524,15 @@ async fn udp_worker(
                     (Via::Inner, upstream, reply.to_vec())
                 }
                 Action::Reply { bytes } => (Via::Own, source, bytes.to_vec()),
+                Action::Tarpit { bytes, delay } => {
+                    let (socket, bytes) = (socket.clone(), bytes.to_vec());
+                    tarpit(&shared, delay, async move {
+                        let _ = socket.send_to(&bytes, source).await;
+                    });
+                    continue;
+                }
                 Action::Drop(reason) => {
-                    tracing::debug!(?reason, %source, "dropped");
+                    tracing::trace!(?reason, %source, "dropped");
                     continue;
                 }
             };
@@ -470,6 +574,15 @@ async fn tcp_acceptor(listener: TcpListener, shared: Arc<Shared>, mut stop: watc
         let Ok((stream, source)) = accepted else {
             continue;
         };
+        // A banned source's connection is closed at once: no buffer, no task.
+        let banned = {
+            let mut policy = shared.policy.lock().unwrap_or_else(|p| p.into_inner());
+            policy.admit(source.ip(), shared.now()) == Verdict::Drop
+        };
+        if banned {
+            drop(stream);
+            continue;
+        }
         let config = shared.config.borrow().clone();
         let admitted = {
             let Ok(mut per_source) = shared.per_source.lock() else {
@@ -527,7 +640,7 @@ async fn tcp_connection(
     });
     let mut config = shared.config.clone();
     let current = config.borrow_and_update().clone();
-    let mut edge = Edge::new(current.edge.clone());
+    let mut edge = Edge::new(current.edge.clone(), shared.policy.clone());
     let idle = current.tcp_idle_timeout;
     let limit = current.edge.limits.effective_max_message_size();
     let mut framer = StreamFramer::new();
@@ -571,17 +684,26 @@ async fn tcp_connection(
                     buf.drain(..n);
                 }
                 Frame::Message(n) => {
-                    refresh(&mut edge, &mut config);
+                    refresh(&mut edge, &mut config, &shared);
                     let inbound = Inbound {
                         bytes: &buf[..n],
                         side: Side::Public,
                         flow,
+                        now: shared.now(),
                     };
                     let outcome = match edge.handle(&inbound) {
                         Action::Forward { to, bytes } => Some((Some(to), bytes.to_vec())),
                         Action::Reply { bytes } => Some((None, bytes.to_vec())),
+                        Action::Tarpit { bytes, delay } => {
+                            let (reply_tx, bytes) = (reply_tx.clone(), bytes.to_vec());
+                            tarpit(&shared, delay, async move {
+                                let _ = reply_tx.send(bytes).await;
+                            });
+                            None
+                        }
+                        Action::Drop(sipwall_edge::DropReason::Banned) => break 'connection,
                         Action::Drop(reason) => {
-                            tracing::debug!(?reason, %source, "dropped");
+                            tracing::trace!(?reason, %source, "dropped");
                             None
                         }
                     };

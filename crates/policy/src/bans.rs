@@ -91,6 +91,15 @@ impl BanTable {
         }
     }
 
+    /// Takes over the records of `old` (a reload): bans of sources that are protected
+    /// now are lifted.
+    pub fn adopt(&mut self, old: &mut BanTable) {
+        self.bans = std::mem::take(&mut old.bans);
+        let protected = &self.protected;
+        self.bans
+            .retain(|source, _| !protected.contains(source.addr()));
+    }
+
     /// True if `source` can never be banned.
     pub fn is_protected(&self, source: SourceKey) -> bool {
         self.protected.contains(source.addr())

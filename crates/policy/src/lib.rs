@@ -533,6 +533,27 @@ impl Engine {
         }
     }
 
+    /// Applies a new configuration, keeping what was learnt: bans, trust, failure
+    /// counts, pending challenges and counters (a reload must not unban anyone).
+    pub fn reconfigure(&mut self, config: &PolicyConfig, protected: &[IpAddr], own: &[IpAddr]) {
+        let mut seed = [0u8; 16];
+        seed[..8].copy_from_slice(&self.hash_keys.0.to_le_bytes());
+        seed[8..].copy_from_slice(&self.hash_keys.1.to_le_bytes());
+        let mut next = Engine::new(config, protected, seed);
+        next.own_addresses = own.to_vec();
+        next.bans.adopt(&mut self.bans);
+        next.trust = std::mem::take(&mut self.trust);
+        next.failures = std::mem::take(&mut self.failures);
+        next.user_failures = std::mem::take(&mut self.user_failures);
+        next.pending = std::mem::take(&mut self.pending);
+        next.unanswered = std::mem::take(&mut self.unanswered);
+        next.challenge_template = self.challenge_template.take();
+        next.nonce_counter = self.nonce_counter;
+        next.events = std::mem::take(&mut self.events);
+        next.counters = std::mem::take(&mut self.counters);
+        *self = next;
+    }
+
     /// Declares the edge's own addresses: a Request-URI naming one of them is addressed
     /// to us, not an IP literal of someone else's.
     pub fn set_own_addresses(&mut self, addresses: &[IpAddr]) {

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use sipwall_edge::{EdgeConfig, KEY_LEN, Transport};
 use sipwall_net::NetConfig;
+use sipwall_policy::PolicyConfig;
 use sipwall_sip::Limits;
 
 /// The key shipped in the example configuration: fine on loopback, never in production.
@@ -35,6 +36,9 @@ pub struct Config {
     /// Parser limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The security pipeline.
+    #[serde(default)]
+    pub policy: PolicyConfig,
 }
 
 /// `[listen]`: where phones send.
@@ -218,6 +222,20 @@ impl Config {
         if self.upstream.address == self.inner.address {
             return Err(("upstream.address", "must differ from inner.address".into()));
         }
+        if !(1..=128).contains(&self.policy.ipv6_prefix) {
+            return Err(("policy.ipv6_prefix", "must be between 1 and 128".into()));
+        }
+        if self.policy.flood.requests == 0 || self.policy.flood.window_seconds == 0 {
+            return Err((
+                "policy.flood",
+                "requests and window_seconds must be at least 1".into(),
+            ));
+        }
+        for rule in &self.policy.acl.method {
+            if rule.method.is_empty() || !rule.method.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(("method", format!("\"{}\" is not a SIP method", rule.method)));
+            }
+        }
         Ok(())
     }
 
@@ -258,6 +276,24 @@ impl Config {
             max_connections_per_source: self.runtime.max_connections_per_source,
             max_connections: self.runtime.max_connections,
         }
+    }
+
+    /// Addresses that no path may ban: the upstream.
+    pub fn protected(&self) -> Vec<std::net::IpAddr> {
+        vec![self.upstream.address.ip()]
+    }
+
+    /// The edge's own addresses (a Request-URI naming one is addressed to us).
+    pub fn own_addresses(&self) -> Vec<std::net::IpAddr> {
+        let mut own: Vec<std::net::IpAddr> = self
+            .listen
+            .udp
+            .iter()
+            .chain(&self.listen.tcp)
+            .map(|a| a.ip())
+            .collect();
+        own.push(self.inner.address.ip());
+        own
     }
 
     /// True if the key is the example's.

@@ -120,6 +120,22 @@ fn run_proxy(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         tracing::warn!("keys.current is the example key: replace it before facing a network");
     }
     let net = loaded.net();
+    let policy = {
+        // Keys the pipeline's hashes and nonces; random per process, so that nobody can
+        // aim collisions at the flood sketches.
+        use std::hash::{BuildHasher, Hasher};
+        let random = || {
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        };
+        let mut seed = [0u8; 16];
+        seed[..8].copy_from_slice(&random().to_le_bytes());
+        seed[8..].copy_from_slice(&random().to_le_bytes());
+        let mut engine = sipwall_policy::Engine::new(&loaded.policy, &loaded.protected(), seed);
+        engine.set_own_addresses(&loaded.own_addresses());
+        std::sync::Arc::new(std::sync::Mutex::new(engine))
+    };
     // One worker needs no work-stealing scheduler: a single-threaded runtime saves the
     // cross-thread wake-ups on every datagram.
     let runtime = if net.workers == 1 {
@@ -134,7 +150,7 @@ fn run_proxy(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
     .context("starting the runtime")?;
     runtime.block_on(async move {
-        let server = sipwall_net::Server::start(net)
+        let server = sipwall_net::Server::start(net, policy.clone())
             .await
             .context("binding the listeners")?;
         for (transport, address) in &server.bound {
@@ -152,6 +168,10 @@ fn run_proxy(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                 _ = hangup.recv() => match config::Config::load(path) {
                     Ok(reloaded) => {
                         server.reload(reloaded.edge());
+                        policy
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .reconfigure(&reloaded.policy, &reloaded.protected(), &reloaded.own_addresses());
                         tracing::info!("configuration reloaded");
                     }
                     Err(error) => tracing::error!(%error, "reload refused, keeping the running configuration"),

@@ -19,7 +19,13 @@ use common::{Guard, Sipwall, config, free_port, sipp, start_sipwall, work_dir};
 /// Starts sipwall in front of an upstream on `upstream`.
 fn start_edge(upstream: u16, name: &str) -> (Sipwall, u16) {
     let public = free_port();
-    let text = config(public, free_port(), upstream, "[runtime]\nworkers = 2\n");
+    let text = config(
+        public,
+        free_port(),
+        upstream,
+        // sipp is a load generator on one address: a trusted peer, like a carrier.
+        "[runtime]\nworkers = 2\n[policy]\ntrusted_peers = [\"127.0.0.1/32\"]\n",
+    );
     (start_sipwall(&work_dir(name), &text, public), public)
 }
 

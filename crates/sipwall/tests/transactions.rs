@@ -22,7 +22,12 @@ use sipwall_sip::{Framing, HeaderName, Limits, Message, Method};
 /// Starts sipwall in front of the test's upstream socket; returns it and the public port.
 fn start_edge(upstream: u16, dir: &Path) -> (Sipwall, u16) {
     let public = free_port();
-    let text = config(public, free_port(), upstream, "[runtime]\nworkers = 1\n");
+    let text = config(
+        public,
+        free_port(),
+        upstream,
+        "[runtime]\nworkers = 1\n[policy]\ntrusted_peers = [\"127.0.0.1/32\"]\n",
+    );
     (start_sipwall(dir, &text, public), public)
 }
 
