@@ -86,6 +86,8 @@ pub struct Server {
     tasks: JoinSet<()>,
     /// The addresses actually bound (useful when a port was 0).
     pub bound: Vec<(Transport, SocketAddr)>,
+    /// The origin of the pipeline's clock: what the admin endpoint must use for `now`.
+    pub clock: Instant,
     /// The inner address actually bound.
     pub inner: SocketAddr,
 }
@@ -162,6 +164,7 @@ impl Server {
         for _ in 1..workers {
             udp_sockets.push((Side::Inner, Arc::new(reuseport_udp(inner)?)));
         }
+        let clock = Instant::now();
         let shared = Arc::new(Shared {
             inner: inner_first,
             public_udp,
@@ -170,7 +173,7 @@ impl Server {
             next_connection: AtomicU64::new(1),
             config: config_rx,
             policy,
-            clock: Instant::now(),
+            clock,
             tarpits: AtomicUsize::new(0),
         });
         let mut tasks = JoinSet::new();
@@ -186,6 +189,7 @@ impl Server {
             stop: stop_tx,
             tasks,
             bound: public,
+            clock,
             inner,
         })
     }

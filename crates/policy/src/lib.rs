@@ -560,6 +560,12 @@ impl Engine {
         self.own_addresses = addresses.to_vec();
     }
 
+    /// Parses a source as an administrator writes it: an IPv4 address, an IPv6 address
+    /// (taken per the configured prefix) or an IPv6 prefix.
+    pub fn parse_source(&self, text: &str) -> Option<SourceKey> {
+        SourceKey::parse(text.trim(), self.v6_prefix)
+    }
+
     /// The source key of `ip`.
     pub fn key(&self, ip: IpAddr) -> SourceKey {
         SourceKey::new(ip, self.v6_prefix)

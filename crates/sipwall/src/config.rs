@@ -39,6 +39,31 @@ pub struct Config {
     /// The security pipeline.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// The local admin endpoint.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: the endpoint of `sipwall bans` (off without a token).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where it listens: loopback unless `allow_remote`.
+    pub listen: SocketAddr,
+    /// The bearer token (at least 16 characters); no token, no endpoint.
+    pub token: Option<String>,
+    /// Allow a listen address other than loopback.
+    pub allow_remote: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5063)),
+            token: None,
+            allow_remote: false,
+        }
+    }
 }
 
 /// `[listen]`: where phones send.
@@ -221,6 +246,15 @@ impl Config {
         }
         if self.upstream.address == self.inner.address {
             return Err(("upstream.address", "must differ from inner.address".into()));
+        }
+        if !self.admin.listen.ip().is_loopback() && !self.admin.allow_remote {
+            return Err((
+                "admin.listen",
+                "not a loopback address: set admin.allow_remote = true if you mean it".into(),
+            ));
+        }
+        if self.admin.token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(("admin.token", "at least 16 characters".into()));
         }
         if !(1..=128).contains(&self.policy.ipv6_prefix) {
             return Err(("policy.ipv6_prefix", "must be between 1 and 128".into()));
@@ -410,5 +444,30 @@ mod tests {
             .replace("udp = [\"127.0.0.1:5060\"]", "udp = []")
             .replace("tcp = [\"127.0.0.1:5060\"]", "tcp = []");
         assert!(error(&no_listener).contains("at least one udp or tcp address"));
+    }
+
+    #[test]
+    fn policy_and_admin_errors_name_their_key() {
+        let text =
+            error(&GOOD.replace("admin_networks = []", "admin_networks = [\"10.0.0.0/33\"]"));
+        assert!(text.contains("policy.admin_networks"), "{text}");
+        let text = error(&format!(
+            "{GOOD}\n[policy.rules.flood]\naction = \"explode\"\n"
+        ));
+        assert!(
+            text.contains("policy.rules.flood.action") && text.contains("unknown variant"),
+            "{text}"
+        );
+        let text = error(&format!("{GOOD}\n[policy.flod]\nrequests = 1\n"));
+        assert!(text.contains("unknown field `flod`"), "{text}");
+        let text = error(&GOOD.replace("ipv6_prefix = 64", "ipv6_prefix = 0"));
+        assert!(text.contains("policy.ipv6_prefix"), "{text}");
+        let text = error(&GOOD.replace("listen = \"127.0.0.1:5063\"", "listen = \"0.0.0.0:5063\""));
+        assert!(
+            text.contains("admin.listen") && text.contains("allow_remote"),
+            "{text}"
+        );
+        let text = error(&GOOD.replace("example-admin-token-change-me", "short"));
+        assert!(text.contains("admin.token"), "{text}");
     }
 }

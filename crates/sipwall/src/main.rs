@@ -4,10 +4,13 @@
 //!   reloads the configuration without dropping traffic.
 //! - `sipwall check --config FILE` validates a configuration and names the file, line
 //!   and key of the first error.
+//! - `sipwall bans list|add|del --config FILE` shows and changes the bans of a running
+//!   sipwall through its local admin endpoint.
 //! - `sipwall inspect` reads one SIP message and says what sipwall's parser and sanity
 //!   checks make of it: the verdict an edge proxy would reach, the rule behind a
 //!   rejection, and the status it would answer with.
 
+mod admin;
 mod config;
 
 use std::io::Read;
@@ -39,6 +42,14 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show or change the bans of a running sipwall (through its admin endpoint).
+    Bans {
+        /// The configuration file of the running sipwall (for the endpoint and token).
+        #[arg(long, short, global = true, default_value = "sipwall.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: BansAction,
+    },
     /// Parse one SIP message and print the verdict of the parser and sanity checks.
     ///
     /// Exit status: 0 if the message would be forwarded, 1 if it would be refused,
@@ -51,6 +62,89 @@ enum Command {
         #[arg(long)]
         stream: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum BansAction {
+    /// List the active bans.
+    List,
+    /// Ban a source: an IPv4 address, an IPv6 address or an IPv6 prefix.
+    Add {
+        /// The source.
+        source: String,
+        /// Seconds; the configured TTL if absent.
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Why (shown in the list and the log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift the ban of a source.
+    Del {
+        /// The source.
+        source: String,
+    },
+}
+
+/// Runs `sipwall bans`.
+fn bans(path: &std::path::Path, action: BansAction) -> anyhow::Result<ExitCode> {
+    let loaded = config::Config::load(path)?;
+    let Some(token) = loaded.admin.token.clone() else {
+        anyhow::bail!(
+            "{}: [admin] has no token: the admin endpoint is off",
+            path.display()
+        );
+    };
+    let address = loaded.admin.listen;
+    let (status, body) = match &action {
+        BansAction::List => admin::call(address, &token, "GET", "/v1/bans", None)?,
+        BansAction::Add {
+            source,
+            ttl,
+            reason,
+        } => {
+            let body = serde_json::to_string(&admin::NewBan {
+                source: source.clone(),
+                ttl_seconds: *ttl,
+                reason: reason.clone(),
+            })?;
+            admin::call(address, &token, "POST", "/v1/bans", Some(&body))?
+        }
+        BansAction::Del { source } => admin::call(
+            address,
+            &token,
+            "DELETE",
+            &format!("/v1/bans/{source}"),
+            None,
+        )?,
+    };
+    if !(200..300).contains(&status) {
+        eprintln!("sipwall: {status}: {}", body.trim());
+        return Ok(ExitCode::from(1));
+    }
+    match action {
+        BansAction::List => {
+            let bans: Vec<admin::BanView> =
+                serde_json::from_str(&body).context("reading the list of bans")?;
+            println!(
+                "{:<26} {:<22} {:>8} {:>8} {:>4}  reason",
+                "source", "rule", "ttl_s", "hits", "nth"
+            );
+            for ban in &bans {
+                println!(
+                    "{:<26} {:<22} {:>8} {:>8} {:>4}  {}",
+                    ban.source, ban.rule, ban.ttl_seconds, ban.hits, ban.offences, ban.reason
+                );
+            }
+            println!("{} active ban(s)", bans.len());
+        }
+        BansAction::Add { .. } => {
+            let ban: admin::BanView = serde_json::from_str(&body).context("reading the ban")?;
+            println!("banned {} for {} s", ban.source, ban.ttl_seconds);
+        }
+        BansAction::Del { .. } => print!("{body}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -67,6 +161,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => run_proxy(&config),
+        Command::Bans { config, action } => bans(&config, action),
         Command::Check { config } => match config::Config::load(&config) {
             Ok(loaded) => {
                 if loaded.uses_example_key() {
@@ -119,6 +214,9 @@ fn run_proxy(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     if loaded.uses_example_key() {
         tracing::warn!("keys.current is the example key: replace it before facing a network");
     }
+    if loaded.admin.token.as_deref() == Some("example-admin-token-change-me") {
+        tracing::warn!("admin.token is the example token: replace it");
+    }
     let net = loaded.net();
     let policy = {
         // Keys the pipeline's hashes and nonces; random per process, so that nobody can
@@ -157,6 +255,24 @@ fn run_proxy(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             tracing::info!(transport = transport.as_via(), %address, "listening");
         }
         tracing::info!(inner = %server.inner, upstream = %loaded.upstream.address, "forwarding");
+        let _admin = match &loaded.admin.token {
+            Some(token) => {
+                let listener = tokio::net::TcpListener::bind(loaded.admin.listen)
+                    .await
+                    .with_context(|| format!("binding the admin endpoint {}", loaded.admin.listen))?;
+                tracing::info!(address = %loaded.admin.listen, "admin endpoint");
+                Some(AbortOnDrop(tokio::spawn(admin::serve(
+                    listener,
+                    policy.clone(),
+                    token.clone(),
+                    server.clock,
+                ))))
+            }
+            None => {
+                tracing::info!("no [admin] token: the admin endpoint is off");
+                None
+            }
+        };
         use tokio::signal::unix::{SignalKind, signal};
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
@@ -183,6 +299,15 @@ fn run_proxy(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Prints the verdict for one message and returns the exit status.
