@@ -67,12 +67,14 @@ struct RawHeader {
     name: HeaderName,
 }
 
+/// An unused slot of the inline index, never read (`len` bounds every read). All its
+/// bytes are zero (`Via` is discriminant 0) so that the index starts as one memset.
 const EMPTY_HEADER: RawHeader = RawHeader {
     name_start: 0,
     name_end: 0,
     value_start: 0,
     value_end: 0,
-    name: HeaderName::Other,
+    name: HeaderName::Via,
 };
 
 /// The header index: inline up to [`Limits::INLINE_HEADERS`], on the heap beyond (only
