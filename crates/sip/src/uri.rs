@@ -87,38 +87,34 @@ impl Host<'_> {
 
 /// Parses a dotted-quad IPv4 address of decimal parts 0 to 255, without leading zeros
 /// (as the standard library does).
+///
+/// Each part is read as at most three digits, so the loop runs four times rather than
+/// once per byte: Via sent-by and Contact hosts are mostly addresses.
 fn parse_ipv4(raw: &[u8]) -> Option<Ipv4Addr> {
+    let digit = |i: usize| raw.get(i).map(|b| b.wrapping_sub(b'0')).filter(|&d| d <= 9);
     let mut octets = [0u8; 4];
-    let mut part = 0;
-    let mut value = 0u16;
-    let mut digits = 0;
-    for &b in raw {
-        if b == b'.' {
-            if digits == 0 || part == 3 {
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if raw.get(i) != Some(&b'.') {
                 return None;
             }
-            octets[part] = value as u8;
-            part += 1;
-            value = 0;
-            digits = 0;
-        } else if b.is_ascii_digit() {
-            if digits > 0 && value == 0 {
-                return None;
-            }
-            value = value * 10 + u16::from(b - b'0');
-            digits += 1;
-            if value > 255 {
-                return None;
-            }
-        } else {
-            return None;
+            i += 1;
         }
+        let first = digit(i)?;
+        i += 1;
+        let mut value = u16::from(first);
+        // A leading 0 is the whole part: "01" is refused by the '.' expected next.
+        if first != 0 {
+            for _ in 0..2 {
+                let Some(d) = digit(i) else { break };
+                value = value * 10 + u16::from(d);
+                i += 1;
+            }
+        }
+        *octet = u8::try_from(value).ok()?;
     }
-    if digits == 0 || part != 3 {
-        return None;
-    }
-    octets[3] = value as u8;
-    Some(Ipv4Addr::from(octets))
+    (i == raw.len()).then_some(Ipv4Addr::from(octets))
 }
 
 /// Parses the inside of an IPv6 reference (without brackets).
