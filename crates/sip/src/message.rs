@@ -671,6 +671,10 @@ impl<'a> Splitter<'a, '_> {
 
 /// Checks `SIP/<digits>.<digits>` (the protocol name in any case).
 fn check_version(version: &[u8]) -> Result<(), ParseError> {
+    // Nearly every message says exactly this, which the general check below accepts.
+    if version == b"SIP/2.0" {
+        return Ok(());
+    }
     let numbers = match version.get(..4) {
         Some(prefix) if prefix.eq_ignore_ascii_case(b"SIP/") => &version[4..],
         _ => return Err(ParseError::BadVersion),
