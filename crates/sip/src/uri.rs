@@ -6,7 +6,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::chars::{
-    is_host, is_uri_headers, is_uri_opaque, is_uri_param, is_uri_password, is_uri_user,
+    HOST, URI_PARAM_PLAIN, URI_USER, URI_USER_PLAIN, is_host, is_uri_headers, is_uri_opaque,
+    is_uri_param, is_uri_password, run_end,
 };
 use crate::error::UriError;
 use crate::params::Params;
@@ -221,22 +222,24 @@ impl<'a> Uri<'a> {
 fn parse_sip<'a>(rest: &'a [u8], uri: &mut Uri<'a>) -> Result<(), UriError> {
     // The user part may hold ';', '?' and '/' (RFC 3261 user-unreserved), so the '@'
     // decides where it ends. One scan over user characters finds it in the common case;
-    // the escapes are checked only if a '%' was seen.
+    // the escapes are checked only if a '%' was seen: the scan stops at the first one,
+    // notes it, and goes on with '%' allowed.
     let mut escaped = false;
-    let mut scan = |from: usize, allowed: fn(u8) -> bool| {
-        rest[from..]
-            .iter()
-            .position(|&b| {
-                escaped |= b == b'%';
-                !allowed(b)
-            })
-            .map_or(rest.len(), |i| from + i)
-    };
-    let user_end = scan(0, is_uri_user);
+    let mut user_end = run_end(rest, 0, &URI_USER_PLAIN);
+    if rest.get(user_end) == Some(&b'%') {
+        escaped = true;
+        user_end = run_end(rest, user_end, &URI_USER);
+    }
     let (userinfo_end, password) = match rest.get(user_end) {
         Some(b'@') => (Some(user_end), None),
         Some(b':') => {
-            let password_end = scan(user_end + 1, is_uri_password);
+            let password_end = rest[user_end + 1..]
+                .iter()
+                .position(|&b| {
+                    escaped |= b == b'%';
+                    !is_uri_password(b)
+                })
+                .map_or(rest.len(), |i| user_end + 1 + i);
             if rest.get(password_end) == Some(&b'@') {
                 (Some(password_end), Some(&rest[user_end + 1..password_end]))
             } else if memchr::memchr(b'@', &rest[password_end..]).is_some() {
@@ -272,10 +275,7 @@ fn parse_sip<'a>(rest: &'a [u8], uri: &mut Uri<'a>) -> Result<(), UriError> {
     let host_end = if hostport_and_more.first() == Some(&b'[') {
         memchr::memchr(b']', hostport_and_more).ok_or(UriError::BadHost)? + 1
     } else {
-        hostport_and_more
-            .iter()
-            .position(|&b| !is_host(b))
-            .unwrap_or(hostport_and_more.len())
+        run_end(hostport_and_more, 0, &HOST)
     };
     let host_raw = &hostport_and_more[..host_end];
     uri.host = if host_raw.first() == Some(&b'[') {
@@ -294,26 +294,33 @@ fn parse_sip<'a>(rest: &'a [u8], uri: &mut Uri<'a>) -> Result<(), UriError> {
         uri.port = Some(parse_port(&after_colon[..digits]).ok_or(UriError::BadPort)?);
         rest = &after_colon[digits..];
     }
-    let params_end = memchr::memchr(b'?', rest).unwrap_or(rest.len());
-    let params = &rest[..params_end];
-    if !params.is_empty() {
-        // Every byte a parameter character, and no empty parameter name (`;;`, `;=x`
-        // or a trailing `;`).
-        let mut previous = 0u8;
-        let mut escaped = false;
-        for &b in params {
-            if !is_uri_param(b) || (previous == b';' && (b == b';' || b == b'=')) {
-                return Err(UriError::BadParam);
+    // Parameters run to the '?' of the headers or the end: every byte a parameter
+    // character, and no empty parameter name (`;;`, `;=x`, `;?` or a trailing `;`). The
+    // scan stops only at ';', '%' and the end of the parameters.
+    let mut escaped = false;
+    let params_end = match rest.first() {
+        None | Some(b'?') => 0,
+        Some(b';') => {
+            let mut i = 0;
+            loop {
+                if rest[i] == b'%' {
+                    escaped = true;
+                } else if matches!(rest.get(i + 1), None | Some(b';' | b'=' | b'?')) {
+                    return Err(UriError::BadParam);
+                }
+                i = run_end(rest, i + 1, &URI_PARAM_PLAIN);
+                match rest.get(i) {
+                    Some(b';' | b'%') => {}
+                    None | Some(b'?') => break i,
+                    Some(_) => return Err(UriError::BadParam),
+                }
             }
-            escaped |= b == b'%';
-            previous = b;
         }
-        if params[0] != b';' || previous == b';' {
-            return Err(UriError::BadParam);
-        }
-        if escaped {
-            check_escapes(params)?;
-        }
+        Some(_) => return Err(UriError::BadParam),
+    };
+    let params = &rest[..params_end];
+    if escaped {
+        check_escapes(params)?;
     }
     uri.params = Params::new(params);
     if params_end < rest.len() {
