@@ -174,10 +174,13 @@ impl<'a> Uri<'a> {
                 .ok_or(UriError::BadScheme)?
         };
         let scheme_raw = &raw[..colon];
-        let scheme_ok = scheme_raw.first().is_some_and(u8::is_ascii_alphabetic)
-            && scheme_raw
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+        // `sip` in any case needs no look at its characters.
+        let is_sip = scheme_raw.eq_ignore_ascii_case(b"sip");
+        let scheme_ok = is_sip
+            || scheme_raw.first().is_some_and(u8::is_ascii_alphabetic)
+                && scheme_raw
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
         if !scheme_ok {
             return Err(UriError::BadScheme);
         }
@@ -194,7 +197,7 @@ impl<'a> Uri<'a> {
             headers: None,
             opaque: &rest[..0],
         };
-        if scheme_raw.eq_ignore_ascii_case(b"sip") {
+        if is_sip {
             uri.scheme = Scheme::Sip;
             parse_sip(rest, &mut uri)?;
         } else if scheme_raw.eq_ignore_ascii_case(b"sips") {
