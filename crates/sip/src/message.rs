@@ -518,7 +518,9 @@ impl<'a> Splitter<'a, '_> {
         // full grammar is checked by sanity, which knows the scheme.
         // A fold without early exit, which the compiler turns into vector compares.
         let plausible = uri.first().is_some_and(u8::is_ascii_alphabetic)
-            && uri.iter().fold(true, |ok, &b| ok & (b > b' ') & (b != 0x7f));
+            && uri
+                .iter()
+                .fold(true, |ok, &b| ok & (b > b' ') & (b != 0x7f));
         if !plausible {
             return Err(ParseError::BadRequestUri);
         }

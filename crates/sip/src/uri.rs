@@ -79,9 +79,10 @@ impl Host<'_> {
             }
         }
         // Labels are non-empty and neither start nor end with '-'.
-        let bad_pair = raw
-            .windows(2)
-            .any(|pair| matches!(pair, [b'.' | b'-', b'.'] | [b'.', b'-']));
+        // A fold without early exit, which the compiler turns into vector compares.
+        let bad_pair = raw.iter().zip(&raw[1..]).fold(false, |bad, (&a, &b)| {
+            bad | (((a == b'.') | (a == b'-')) & (b == b'.')) | ((a == b'.') & (b == b'-'))
+        });
         (!bad_pair).then_some(Host::Name(raw))
     }
 }
