@@ -20,21 +20,34 @@ const fn table_with_alnum(set: &[u8]) -> [bool; 256] {
     table
 }
 
+/// `table` with `byte` removed.
+const fn without(mut table: [bool; 256], byte: u8) -> [bool; 256] {
+    table[byte as usize] = false;
+    table
+}
+
 /// `token` of RFC 3261: method names, header names, parameter names and most values.
 static TOKEN: [bool; 256] = table_with_alnum(b"-.!%*_+`'~");
 
 /// Characters allowed in the user part of a SIP URI (`unreserved / escaped /
 /// user-unreserved`), the `%` of escapes included.
-static URI_USER: [bool; 256] = table_with_alnum(b"-_.!~*'()%&=+$,;?/");
+pub(crate) static URI_USER: [bool; 256] = table_with_alnum(b"-_.!~*'()%&=+$,;?/");
+
+/// [`URI_USER`] without `%`: the user scan stops at an escape, notes it, and goes on.
+pub(crate) static URI_USER_PLAIN: [bool; 256] = without(URI_USER, b'%');
 
 /// Characters allowed in the password part of a SIP URI.
 static URI_PASSWORD: [bool; 256] = table_with_alnum(b"-_.!~*'()%&=+$,");
 
 /// Characters of a host name or IPv4 address (IPv6 references are handled apart).
-static HOST: [bool; 256] = table_with_alnum(b"-.");
+pub(crate) static HOST: [bool; 256] = table_with_alnum(b"-.");
 
 /// Characters of URI parameters (`paramchar` plus the `;` and `=` that separate them).
-static URI_PARAM: [bool; 256] = table_with_alnum(b"-_.!~*'()%[]/:&+$;=");
+pub(crate) static URI_PARAM: [bool; 256] = table_with_alnum(b"-_.!~*'()%[]/:&+$;=");
+
+/// [`URI_PARAM`] without `;` and `%`: the characters inside one URI parameter that need
+/// no second look.
+pub(crate) static URI_PARAM_PLAIN: [bool; 256] = without(without(URI_PARAM, b';'), b'%');
 
 /// Characters of the headers part of a SIP URI (`hnv-unreserved / unreserved / escaped`
 /// plus `?`, `&`, `=` separators).
@@ -44,16 +57,35 @@ static URI_HEADERS: [bool; 256] = table_with_alnum(b"-_.!~*'()%[]/?:+$&=");
 /// unreserved characters plus `%`.
 static URI_OPAQUE: [bool; 256] = table_with_alnum(b"-_.!~*'()%;/?:@&=+$,[]#");
 
+/// The end of the run of `table` bytes that starts at `from` in `s`: the index of the
+/// first byte at or after `from` that is not in `table`, or `s.len()`.
+///
+/// Four bytes are looked up per step and their answers combined, so that the loop
+/// branches once per four bytes instead of once per byte; the step that holds the end
+/// is redone byte by byte.
+#[inline(always)]
+pub(crate) fn run_end(s: &[u8], from: usize, table: &[bool; 256]) -> usize {
+    let rest = s.get(from..).unwrap_or_default();
+    let mut n = 0;
+    for chunk in rest.chunks_exact(4) {
+        let hit = |k: usize| table[usize::from(chunk[k])];
+        if !(hit(0) & hit(1) & hit(2) & hit(3)) {
+            break;
+        }
+        n += 4;
+    }
+    let tail = &rest[n..];
+    from + n
+        + tail
+            .iter()
+            .position(|&b| !table[usize::from(b)])
+            .unwrap_or(tail.len())
+}
+
 /// True for bytes of a `token`.
 #[inline]
 pub(crate) fn is_token(b: u8) -> bool {
     TOKEN[b as usize]
-}
-
-/// True for bytes of the user part of a SIP URI.
-#[inline]
-pub(crate) fn is_uri_user(b: u8) -> bool {
-    URI_USER[b as usize]
 }
 
 /// True for bytes of the password part of a SIP URI.

@@ -6,7 +6,9 @@
 
 use std::net::IpAddr;
 
-use crate::chars::{is_lws, is_token, parse_u32, parse_u64, trim_lws, trim_lws_start};
+use crate::chars::{
+    HOST, is_lws, is_token, parse_u32, parse_u64, run_end, trim_lws, trim_lws_start,
+};
 use crate::error::{FieldError, UriError};
 use crate::message::{Message, split_list};
 use crate::name::{HeaderName, Method};
@@ -213,9 +215,7 @@ impl<'a> Via<'a> {
         let host_len = if rest.first() == Some(&b'[') {
             memchr::memchr(b']', rest).ok_or(FieldError::BadSentBy)? + 1
         } else {
-            rest.iter()
-                .position(|&b| !crate::chars::is_host(b))
-                .unwrap_or(rest.len())
+            run_end(rest, 0, &HOST)
         };
         let host_raw = &rest[..host_len];
         let host = if host_raw.first() == Some(&b'[') {

@@ -159,16 +159,33 @@ fn fast_param(s: &[u8]) -> Option<(Param<'_>, Option<&[u8]>)> {
     };
     // `seen` collects the class bits common to every byte, so that one scan also tells
     // whether the name is a token and the value a token or host.
-    let scan = |mut i: usize, seen: &mut u8| {
-        while i < s.len() {
-            let class = CLASS[s[i] as usize];
+    // Four bytes are looked up per step and their classes combined, so that the loop
+    // branches once per four bytes (branches and tags are long); the step that holds the
+    // end is redone byte by byte. Wider steps measured slower on typical parameters.
+    let scan = |i: usize, seen: &mut u8| {
+        let rest = &s[i..];
+        let mut n = 0;
+        let mut all = u8::MAX;
+        for chunk in rest.chunks_exact(4) {
+            let step = chunk
+                .iter()
+                .fold(u8::MAX, |acc, &b| acc & CLASS[usize::from(b)]);
+            if step & TEXT == 0 {
+                break;
+            }
+            all &= step;
+            n += 4;
+        }
+        for &b in &rest[n..] {
+            let class = CLASS[usize::from(b)];
             if class & TEXT == 0 {
                 break;
             }
-            *seen &= class;
-            i += 1;
+            all &= class;
+            n += 1;
         }
-        i
+        *seen &= all;
+        i + n
     };
     let name_start = skip_lws(0);
     let mut name_seen = TOKEN_CLASS;

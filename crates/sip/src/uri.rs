@@ -6,7 +6,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::chars::{
-    is_host, is_uri_headers, is_uri_opaque, is_uri_param, is_uri_password, is_uri_user,
+    HOST, URI_PARAM_PLAIN, URI_USER, URI_USER_PLAIN, is_host, is_uri_headers, is_uri_opaque,
+    is_uri_param, is_uri_password, run_end,
 };
 use crate::error::UriError;
 use crate::params::Params;
@@ -78,47 +79,44 @@ impl Host<'_> {
             }
         }
         // Labels are non-empty and neither start nor end with '-'.
-        let bad_pair = raw
-            .windows(2)
-            .any(|pair| matches!(pair, [b'.' | b'-', b'.'] | [b'.', b'-']));
+        // A fold without early exit, which the compiler turns into vector compares.
+        let bad_pair = raw.iter().zip(&raw[1..]).fold(false, |bad, (&a, &b)| {
+            bad | (((a == b'.') | (a == b'-')) & (b == b'.')) | ((a == b'.') & (b == b'-'))
+        });
         (!bad_pair).then_some(Host::Name(raw))
     }
 }
 
 /// Parses a dotted-quad IPv4 address of decimal parts 0 to 255, without leading zeros
 /// (as the standard library does).
+///
+/// Each part is read as at most three digits, so the loop runs four times rather than
+/// once per byte: Via sent-by and Contact hosts are mostly addresses.
 fn parse_ipv4(raw: &[u8]) -> Option<Ipv4Addr> {
+    let digit = |i: usize| raw.get(i).map(|b| b.wrapping_sub(b'0')).filter(|&d| d <= 9);
     let mut octets = [0u8; 4];
-    let mut part = 0;
-    let mut value = 0u16;
-    let mut digits = 0;
-    for &b in raw {
-        if b == b'.' {
-            if digits == 0 || part == 3 {
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if raw.get(i) != Some(&b'.') {
                 return None;
             }
-            octets[part] = value as u8;
-            part += 1;
-            value = 0;
-            digits = 0;
-        } else if b.is_ascii_digit() {
-            if digits > 0 && value == 0 {
-                return None;
-            }
-            value = value * 10 + u16::from(b - b'0');
-            digits += 1;
-            if value > 255 {
-                return None;
-            }
-        } else {
-            return None;
+            i += 1;
         }
+        let first = digit(i)?;
+        i += 1;
+        let mut value = u16::from(first);
+        // A leading 0 is the whole part: "01" is refused by the '.' expected next.
+        if first != 0 {
+            for _ in 0..2 {
+                let Some(d) = digit(i) else { break };
+                value = value * 10 + u16::from(d);
+                i += 1;
+            }
+        }
+        *octet = u8::try_from(value).ok()?;
     }
-    if digits == 0 || part != 3 {
-        return None;
-    }
-    octets[3] = value as u8;
-    Some(Ipv4Addr::from(octets))
+    (i == raw.len()).then_some(Ipv4Addr::from(octets))
 }
 
 /// Parses the inside of an IPv6 reference (without brackets).
@@ -177,10 +175,13 @@ impl<'a> Uri<'a> {
                 .ok_or(UriError::BadScheme)?
         };
         let scheme_raw = &raw[..colon];
-        let scheme_ok = scheme_raw.first().is_some_and(u8::is_ascii_alphabetic)
-            && scheme_raw
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+        // `sip` in any case needs no look at its characters.
+        let is_sip = scheme_raw.eq_ignore_ascii_case(b"sip");
+        let scheme_ok = is_sip
+            || scheme_raw.first().is_some_and(u8::is_ascii_alphabetic)
+                && scheme_raw
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
         if !scheme_ok {
             return Err(UriError::BadScheme);
         }
@@ -197,7 +198,7 @@ impl<'a> Uri<'a> {
             headers: None,
             opaque: &rest[..0],
         };
-        if scheme_raw.eq_ignore_ascii_case(b"sip") {
+        if is_sip {
             uri.scheme = Scheme::Sip;
             parse_sip(rest, &mut uri)?;
         } else if scheme_raw.eq_ignore_ascii_case(b"sips") {
@@ -225,22 +226,24 @@ impl<'a> Uri<'a> {
 fn parse_sip<'a>(rest: &'a [u8], uri: &mut Uri<'a>) -> Result<(), UriError> {
     // The user part may hold ';', '?' and '/' (RFC 3261 user-unreserved), so the '@'
     // decides where it ends. One scan over user characters finds it in the common case;
-    // the escapes are checked only if a '%' was seen.
+    // the escapes are checked only if a '%' was seen: the scan stops at the first one,
+    // notes it, and goes on with '%' allowed.
     let mut escaped = false;
-    let mut scan = |from: usize, allowed: fn(u8) -> bool| {
-        rest[from..]
-            .iter()
-            .position(|&b| {
-                escaped |= b == b'%';
-                !allowed(b)
-            })
-            .map_or(rest.len(), |i| from + i)
-    };
-    let user_end = scan(0, is_uri_user);
+    let mut user_end = run_end(rest, 0, &URI_USER_PLAIN);
+    if rest.get(user_end) == Some(&b'%') {
+        escaped = true;
+        user_end = run_end(rest, user_end, &URI_USER);
+    }
     let (userinfo_end, password) = match rest.get(user_end) {
         Some(b'@') => (Some(user_end), None),
         Some(b':') => {
-            let password_end = scan(user_end + 1, is_uri_password);
+            let password_end = rest[user_end + 1..]
+                .iter()
+                .position(|&b| {
+                    escaped |= b == b'%';
+                    !is_uri_password(b)
+                })
+                .map_or(rest.len(), |i| user_end + 1 + i);
             if rest.get(password_end) == Some(&b'@') {
                 (Some(password_end), Some(&rest[user_end + 1..password_end]))
             } else if memchr::memchr(b'@', &rest[password_end..]).is_some() {
@@ -276,10 +279,7 @@ fn parse_sip<'a>(rest: &'a [u8], uri: &mut Uri<'a>) -> Result<(), UriError> {
     let host_end = if hostport_and_more.first() == Some(&b'[') {
         memchr::memchr(b']', hostport_and_more).ok_or(UriError::BadHost)? + 1
     } else {
-        hostport_and_more
-            .iter()
-            .position(|&b| !is_host(b))
-            .unwrap_or(hostport_and_more.len())
+        run_end(hostport_and_more, 0, &HOST)
     };
     let host_raw = &hostport_and_more[..host_end];
     uri.host = if host_raw.first() == Some(&b'[') {
@@ -298,26 +298,33 @@ fn parse_sip<'a>(rest: &'a [u8], uri: &mut Uri<'a>) -> Result<(), UriError> {
         uri.port = Some(parse_port(&after_colon[..digits]).ok_or(UriError::BadPort)?);
         rest = &after_colon[digits..];
     }
-    let params_end = memchr::memchr(b'?', rest).unwrap_or(rest.len());
-    let params = &rest[..params_end];
-    if !params.is_empty() {
-        // Every byte a parameter character, and no empty parameter name (`;;`, `;=x`
-        // or a trailing `;`).
-        let mut previous = 0u8;
-        let mut escaped = false;
-        for &b in params {
-            if !is_uri_param(b) || (previous == b';' && (b == b';' || b == b'=')) {
-                return Err(UriError::BadParam);
+    // Parameters run to the '?' of the headers or the end: every byte a parameter
+    // character, and no empty parameter name (`;;`, `;=x`, `;?` or a trailing `;`). The
+    // scan stops only at ';', '%' and the end of the parameters.
+    let mut escaped = false;
+    let params_end = match rest.first() {
+        None | Some(b'?') => 0,
+        Some(b';') => {
+            let mut i = 0;
+            loop {
+                if rest[i] == b'%' {
+                    escaped = true;
+                } else if matches!(rest.get(i + 1), None | Some(b';' | b'=' | b'?')) {
+                    return Err(UriError::BadParam);
+                }
+                i = run_end(rest, i + 1, &URI_PARAM_PLAIN);
+                match rest.get(i) {
+                    Some(b';' | b'%') => {}
+                    None | Some(b'?') => break i,
+                    Some(_) => return Err(UriError::BadParam),
+                }
             }
-            escaped |= b == b'%';
-            previous = b;
         }
-        if params[0] != b';' || previous == b';' {
-            return Err(UriError::BadParam);
-        }
-        if escaped {
-            check_escapes(params)?;
-        }
+        Some(_) => return Err(UriError::BadParam),
+    };
+    let params = &rest[..params_end];
+    if escaped {
+        check_escapes(params)?;
     }
     uri.params = Params::new(params);
     if params_end < rest.len() {
