@@ -421,7 +421,7 @@ impl Edge {
         inbound.flow.encode(&mut self.plain);
         // What the pipeline must know when the answer comes back: did the request
         // carry credentials, and for which user name; was it outside a dialog.
-        let user = credentials_user(msg);
+        let user = credentials_user(msg, checked);
         let mut flags = 0;
         if user.is_some() {
             flags |= HAD_CREDENTIALS;
@@ -949,12 +949,16 @@ fn lock(policy: &SharedPolicy) -> MutexGuard<'_, Engine> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The digest user name of the request's credentials, if it carries any.
-fn credentials_user<'a>(msg: &Message<'a>) -> Option<&'a [u8]> {
-    let credentials = msg
-        .authorization()
-        .or_else(|| msg.proxy_authorization())?
-        .ok()?;
+/// The digest user name of the request's credentials, if it carries any: as sanity
+/// parsed them, or parsed here if that check is disabled.
+fn credentials_user<'a>(msg: &Message<'a>, checked: &Checked<'a>) -> Option<&'a [u8]> {
+    let credentials = match checked.credentials {
+        Some(credentials) => credentials,
+        None => msg
+            .authorization()
+            .or_else(|| msg.proxy_authorization())?
+            .ok()?,
+    };
     credentials.digest?.username
 }
 

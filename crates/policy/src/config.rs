@@ -352,7 +352,8 @@ pub struct BanConfig {
     /// How long an expired ban still counts as a previous offence, in seconds.
     #[serde(default = "default_ban_memory")]
     pub remember_seconds: u32,
-    /// Most bans held at once; when full, the ban closest to its end makes room.
+    /// Most bans held at once (about 300 bytes each); when full, expired records and
+    /// then the bans closest to their end make room.
     #[serde(default = "default_ban_capacity")]
     pub capacity: usize,
 }
@@ -382,7 +383,7 @@ fn default_ban_memory() -> u32 {
     7 * 86_400
 }
 fn default_ban_capacity() -> usize {
-    1 << 20
+    1 << 18
 }
 
 /// `[policy.enumeration]`: replies that would reveal whether an extension exists.

@@ -34,7 +34,7 @@ mod scan;
 mod source;
 mod window;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
@@ -396,15 +396,15 @@ pub struct Engine {
     bans: BanTable,
     trust: HashMap<SourceKey, Trust>,
     trust_for: Millis,
-    failures: HashMap<SourceKey, Vec<Millis>>,
-    user_failures: HashMap<u64, Vec<Millis>>,
+    failures: HashMap<SourceKey, VecDeque<Millis>>,
+    user_failures: HashMap<u64, VecDeque<Millis>>,
     max_failures: u32,
     max_user_failures: u32,
     failure_window: Millis,
     /// Challenges awaiting an answer: Call-ID hash and deadline.
     pending: HashMap<SourceKey, Vec<(u64, Millis)>>,
     /// When challenges went unanswered.
-    unanswered: HashMap<SourceKey, Vec<Millis>>,
+    unanswered: HashMap<SourceKey, VecDeque<Millis>>,
     max_unanswered: u32,
     answer_within: Millis,
     disguise: bool,
@@ -641,7 +641,7 @@ impl Engine {
     ) -> Option<Verdict> {
         let method = msg.method()?;
         let initial = checked.to.is_none_or(|to| to.tag().is_none());
-        let credentials = credentials_user(msg);
+        let credentials = credentials_user(msg, checked);
 
         // ACLs.
         if self.on(Rule::Acl)
@@ -932,8 +932,13 @@ impl Engine {
             self.unanswered_challenge(key, now);
         }
         let window = self.failure_window;
-        let fresh = |times: &mut Vec<Millis>| {
-            times.retain(|t| now.saturating_sub(*t) < window);
+        let fresh = |times: &mut VecDeque<Millis>| {
+            while times
+                .front()
+                .is_some_and(|t| now.saturating_sub(*t) >= window)
+            {
+                times.pop_front();
+            }
             !times.is_empty()
         };
         self.failures.retain(|_, times| fresh(times));
@@ -1187,48 +1192,69 @@ impl Engine {
     }
 }
 
-/// Keeps an exact table within [`TABLE_CAPACITY`]: before a new key goes in, a full
-/// table loses the stalest of a sample of entries (the map's order is random).
+/// Keeps an exact table within [`TABLE_CAPACITY`]: a full table sheds its staler half
+/// in one pass (the median age of a sample decides), so the cost per insertion stays
+/// constant on average however long the attack fills it.
 fn make_room<K: Eq + Hash + Copy, V>(table: &mut HashMap<K, V>, age: impl Fn(&V) -> Millis) {
     if table.len() < TABLE_CAPACITY {
         return;
     }
-    let victim = table
-        .iter()
-        .take(64)
-        .min_by_key(|(_, v)| age(v))
-        .map(|(k, _)| *k);
-    if let Some(victim) = victim {
-        table.remove(&victim);
+    shed_half(table, age);
+}
+
+/// Removes about half of `table`, the entries with the smallest `age` first.
+pub(crate) fn shed_half<K, V>(table: &mut HashMap<K, V>, age: impl Fn(&V) -> Millis) {
+    let mut sample: Vec<Millis> = table.values().take(255).map(&age).collect();
+    sample.sort_unstable();
+    let median = sample.get(sample.len() / 2).copied().unwrap_or(0);
+    let before = table.len();
+    table.retain(|_, v| age(v) > median);
+    if table.len() > before * 3 / 4 {
+        // Ages too alike to split: drop every other entry.
+        let mut keep = false;
+        table.retain(|_, _| {
+            keep = !keep;
+            keep
+        });
     }
 }
 
 /// Records an event at `now` for `key` in a sliding window; returns the count in it.
 fn record<K: Eq + Hash + Copy>(
-    table: &mut HashMap<K, Vec<Millis>>,
+    table: &mut HashMap<K, VecDeque<Millis>>,
     key: K,
     now: Millis,
     window: Millis,
 ) -> u32 {
     if !table.contains_key(&key) {
-        make_room(table, |times| times.last().copied().unwrap_or(0));
+        make_room(table, |times| times.back().copied().unwrap_or(0));
     }
     let times = table.entry(key).or_default();
-    times.retain(|t| now.saturating_sub(*t) < window);
+    // Times arrive in order: the stale ones are at the front.
+    while times
+        .front()
+        .is_some_and(|t| now.saturating_sub(*t) >= window)
+    {
+        times.pop_front();
+    }
     // Enough to compare with any sensible threshold; bounded whatever the attack.
     if times.len() >= 4096 {
-        times.remove(0);
+        times.pop_front();
     }
-    times.push(now);
+    times.push_back(now);
     times.len() as u32
 }
 
-/// The digest user name of the request's credentials, if it has any.
-fn credentials_user<'a>(msg: &Message<'a>) -> Option<&'a [u8]> {
-    let credentials = msg
-        .authorization()
-        .or_else(|| msg.proxy_authorization())?
-        .ok()?;
+/// The digest user name of the request's credentials, if it carries any: as sanity
+/// parsed them, or parsed here if that check is disabled.
+fn credentials_user<'a>(msg: &Message<'a>, checked: &Checked<'a>) -> Option<&'a [u8]> {
+    let credentials = match checked.credentials {
+        Some(credentials) => credentials,
+        None => msg
+            .authorization()
+            .or_else(|| msg.proxy_authorization())?
+            .ok()?,
+    };
     credentials.digest?.username
 }
 

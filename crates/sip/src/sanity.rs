@@ -274,7 +274,7 @@ impl Sanity {
             Check::Tags => check_tags(msg, checked),
             Check::Expires => check_expires(msg, checked),
             Check::ProxyRequire => self.check_proxy_require(msg),
-            Check::Authorization => check_authorization(msg),
+            Check::Authorization => check_authorization(msg, checked),
             Check::Date => match msg.header(HeaderName::Date) {
                 Some(date) => check_date(date.value).map_err(header_error(HeaderName::Date)),
                 None => Ok(()),
@@ -314,6 +314,9 @@ pub struct Checked<'a> {
     pub cseq: Option<CSeq<'a>>,
     /// The Max-Forwards value.
     pub max_forwards: Option<u8>,
+    /// The credentials of the first Authorization header, or of the first
+    /// Proxy-Authorization header if there is no Authorization.
+    pub credentials: Option<crate::fields::Credentials<'a>>,
     /// The first invalid Contact `expires`, found while the Contacts were parsed for the
     /// Uris check and reported by the Expires check.
     contact_expires_error: Option<FieldError>,
@@ -519,13 +522,19 @@ fn check_expires(msg: &Message<'_>, checked: &mut Checked<'_>) -> Result<(), San
     Ok(())
 }
 
-fn check_authorization(msg: &Message<'_>) -> Result<(), SanityError> {
+fn check_authorization<'a>(
+    msg: &Message<'a>,
+    checked: &mut Checked<'a>,
+) -> Result<(), SanityError> {
     for name in [HeaderName::Authorization, HeaderName::ProxyAuthorization] {
         for header in msg.headers_named(name) {
             let credentials =
                 crate::fields::Credentials::parse(header.value).map_err(header_error(name))?;
             if let Some(digest) = credentials.digest {
                 check_digest(&digest)?;
+            }
+            if checked.credentials.is_none() {
+                checked.credentials = Some(credentials);
             }
         }
     }
