@@ -543,14 +543,15 @@ fn sipp_counts(stdout: &str) -> (u64, u64) {
     (count("Successful call"), count("Failed call"))
 }
 
+/// sipp toward the edge from `source`, ending by itself after `limit_s` seconds at the
+/// latest (sipp's own global timeout: a `timeout` wrapper killed by a [`Guard`] would
+/// leave sipp running).
 fn sipp_command(dir: &Path, target: u16, source: &str, limit_s: u32) -> Command {
-    let mut command = Command::new("timeout");
+    let mut command = Command::new(sipp());
     command
-        .arg(limit_s.to_string())
-        .arg(sipp())
         .arg(format!("127.0.0.1:{target}"))
         .args(["-i", source, "-p", &free_port().to_string()])
-        .args(["-nostdin", "-trace_err"])
+        .args(["-timeout", &format!("{limit_s}s"), "-nostdin", "-trace_err"])
         .current_dir(dir)
         .stdin(Stdio::null());
     command
@@ -570,11 +571,9 @@ fn a_flood_from_four_sources_is_banned_while_a_trusted_peer_keeps_calling() {
         "[runtime]\nworkers = 2\n[policy]\ntrusted_peers = [\"127.0.0.1/32\"]\n",
     );
     let sipwall = start_sipwall(&dir, &text, edge);
-    let uas = Command::new("timeout")
-        .arg("90")
-        .arg(sipp())
+    let uas = Command::new(sipp())
         .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &upstream.to_string()])
-        .args(["-nostdin", "-trace_err"])
+        .args(["-timeout", "90s", "-nostdin", "-trace_err"])
         .current_dir(&dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -586,9 +585,9 @@ fn a_flood_from_four_sources_is_banned_while_a_trusted_peer_keeps_calling() {
 
     // The legitimate load: 1000 calls at 50 per second from a trusted peer.
     let calls = 1000u64;
-    let uac = sipp_command(&dir, edge, "127.0.0.1", 80)
+    let uac = sipp_command(&dir, edge, "127.0.0.1", 70)
         .args(["-sn", "uac", "-r", "50", "-m", &calls.to_string()])
-        .args(["-timeout", "70", "-trace_stat", "-fd", "1"])
+        .args(["-trace_stat", "-fd", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -681,13 +680,13 @@ fn forty_phones_behind_one_address_reregister_at_once_without_being_banned() {
     }
     std::fs::write(&injection, text).expect("injection file");
     let register = |name: &str, rate: &str| -> (u64, u64, String) {
-        let output = sipp_command(&world.work, world.edge, source, 40)
+        let output = sipp_command(&world.work, world.edge, source, 30)
             .arg("-sf")
             .arg(peers().join("sipp/register_inf.xml"))
             .arg("-inf")
             .arg(&injection)
             .args(["-t", "un", "-max_socket", "100", "-r", rate, "-m", "40"])
-            .args(["-timeout", "30", "-trace_stat", "-fd", "1"])
+            .args(["-trace_stat", "-fd", "1"])
             .arg("-error_file")
             .arg(world.work.join(format!("{name}.err")))
             .stderr(Stdio::null())
