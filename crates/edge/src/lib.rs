@@ -615,18 +615,29 @@ impl Edge {
             b"Proxy-Authenticate"
         };
         // A Warning or a body explaining the refusal would tell what the status line
-        // no longer does.
+        // no longer does, and so would the body's type once the body is gone.
+        let has_body = !msg.body().is_empty();
         for header in msg.headers() {
-            if matches!(header.name, HeaderName::Warning) {
+            let tells = match header.name {
+                HeaderName::Warning => true,
+                HeaderName::ContentType => has_body,
+                _ => false,
+            };
+            if tells {
                 self.editor
                     .remove_header(msg, header.index)
                     .map_err(|_| DropReason::Unroutable)?;
             }
         }
+        // Where a real challenge has it: registrars write Content-Length last, after
+        // the challenge; one after Content-Length would give the disguise away.
+        let position = msg
+            .header(HeaderName::ContentLength)
+            .map_or(Position::Last, |length| Position::Before(length.index));
         self.editor
-            .insert_header(msg, Position::Last, name, &self.text)
+            .insert_header(msg, position, name, &self.text)
             .map_err(|_| DropReason::Unroutable)?;
-        if !msg.body().is_empty() {
+        if has_body {
             self.editor.set_body(b"");
         }
         Ok(())

@@ -583,6 +583,84 @@ fn a_404_for_a_missing_user_reaches_the_phone_as_the_registrars_own_challenge() 
     );
 }
 
+/// The header names of a message, in order.
+fn header_names(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split(':').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_disguised_404_has_the_headers_of_a_real_challenge_in_the_same_order() {
+    let mut edge = edge();
+    // Kamailio's challenge: the challenge, then Server, then Content-Length last.
+    let (_, forwarded, _) = run(
+        &mut edge,
+        REGISTER.as_bytes(),
+        Side::Public,
+        phone(Transport::Udp),
+    );
+    let real = register_answer(
+        &parse(&forwarded),
+        "401 Unauthorized",
+        "WWW-Authenticate: Digest realm=\"example.com\", nonce=\"awIrvGsCKpDY/Ccvt1LIj+FsERHNBQ5L\", qop=\"auth\"\r\nServer: kamailio\r\n",
+    );
+    let (_, real, _) = run(&mut edge, real.as_bytes(), Side::Inner, upstream());
+    // Its 404 for a user that does not exist: Server, then Content-Length.
+    let missing = REGISTER.replace("alice", "zed").replace("reg-1@", "reg-2@");
+    let (_, forwarded, _) = run(
+        &mut edge,
+        missing.as_bytes(),
+        Side::Public,
+        phone(Transport::Udp),
+    );
+    let answer = register_answer(&parse(&forwarded), "404 Not Found", "Server: kamailio\r\n");
+    let (_, disguised, _) = run(&mut edge, answer.as_bytes(), Side::Inner, upstream());
+    assert_eq!(
+        header_names(&disguised),
+        header_names(&real),
+        "{}\n{}",
+        String::from_utf8_lossy(&real),
+        String::from_utf8_lossy(&disguised)
+    );
+    assert_eq!(
+        header_names(&disguised).last().map(String::as_str),
+        Some("Content-Length")
+    );
+
+    // The same with a Warning just before Content-Length and a body explaining it.
+    let missing = REGISTER.replace("alice", "zoe").replace("reg-1@", "reg-3@");
+    let (_, forwarded, _) = run(
+        &mut edge,
+        missing.as_bytes(),
+        Side::Public,
+        phone(Transport::Udp),
+    );
+    let answer = register_answer(
+        &parse(&forwarded),
+        "404 Not Found",
+        "Server: kamailio\r\nContent-Type: text/plain\r\nWarning: 399 pbx \"no such user\"\r\n",
+    )
+    .replacen(
+        "Content-Length: 0\r\n\r\n",
+        "Content-Length: 12\r\n\r\nno such user",
+        1,
+    );
+    let (_, disguised, _) = run(&mut edge, answer.as_bytes(), Side::Inner, upstream());
+    let text = String::from_utf8_lossy(&disguised);
+    assert!(
+        text.contains("WWW-Authenticate: Digest realm=\"example.com\"")
+            && text.ends_with("\r\nContent-Length: 0\r\n\r\n")
+            && !text.contains("no such user")
+            && !text.contains("Content-Type"),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_scanner_is_banned_and_then_refused_before_parsing() {
     let mut edge = edge();

@@ -11,117 +11,34 @@
 //!
 //! Missing tools fail the test; `scripts/test` installs `kamailio` and `sip-tester`.
 
-use std::net::UdpSocket;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A child that is stopped when dropped. Kamailio forks workers, so it runs in its own
-/// process group and the whole group gets SIGTERM (SIGKILL would orphan the workers).
-struct Guard {
-    child: Child,
-    group: bool,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if self.group {
-            let _ = Command::new("kill")
-                .args(["-s", "TERM", "--", &format!("-{}", self.child.id())])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if matches!(self.child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    socket.local_addr().expect("local address").port()
-}
-
-fn require(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .expect("run sh");
-    assert!(
-        found.status.success(),
-        "{tool} is not installed: install Debian's {package} (scripts/test does)"
-    );
-}
-
-fn peers() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("dir entry");
-        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy file");
-    }
-}
+use common::Guard;
+use common::free_port;
+use common::kamailio::{Kamailio, copy_dir, kamcmd, peers, require};
 
 struct World {
     work: PathBuf,
     ctl: String,
     edge: u16,
     inner: u16,
-    _kamailio: Guard,
+    _kamailio: Kamailio,
     _sipwall: Guard,
 }
 
 impl World {
     fn start() -> World {
-        require("kamailio", "kamailio");
-        require("kamcmd", "kamailio");
         require("sipp", "sip-tester");
         let work = std::env::temp_dir().join(format!("sipwall-kamailio-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&work);
         copy_dir(&peers().join("dbtext"), &work.join("dbtext"));
-        std::fs::create_dir_all(work.join("run")).expect("run dir");
-        let ctl = format!("unix:{}", work.join("kamailio.ctl").display());
-        let registrar = free_port();
-        let kamailio = Command::new("timeout")
-            .arg("120")
-            .arg("kamailio")
-            .arg("-f")
-            .arg(peers().join("kamailio.cfg"))
-            .args(["-DD", "-E", "-Y"])
-            .arg(work.join("run"))
-            .args(["-A", &format!("LISTEN=udp:127.0.0.1:{registrar}")])
-            .args([
-                "-A",
-                &format!("DBURL=\"text://{}\"", work.join("dbtext").display()),
-            ])
-            .args(["-A", &format!("CTLSOCK=\"{ctl}\"")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(work.join("kamailio.log")).expect("log"))
-            .process_group(0)
-            .spawn()
-            .expect("start kamailio");
-        let kamailio = Guard {
-            child: kamailio,
-            group: true,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !kamcmd(&ctl, &["core.version"]).0.success() {
-            assert!(
-                Instant::now() < deadline,
-                "kamailio did not start: see {}",
-                work.display()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let kamailio = Kamailio::start(&work, &[], Duration::from_secs(120));
+        let ctl = kamailio.ctl.clone();
+        let registrar = kamailio.port;
 
         let edge = free_port();
         let inner = free_port();
@@ -139,10 +56,7 @@ impl World {
             .stderr(std::fs::File::create(work.join("sipwall.log")).expect("log"))
             .spawn()
             .expect("start sipwall");
-        let sipwall = Guard {
-            child: sipwall,
-            group: false,
-        };
+        let sipwall = Guard(sipwall);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", edge)).is_err() {
             assert!(Instant::now() < deadline, "sipwall did not start");
@@ -225,10 +139,7 @@ impl World {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        Guard {
-            child,
-            group: false,
-        }
+        Guard(child)
     }
 
     /// Places a call from `caller` to `callee`; returns sipp's exit status.
@@ -247,23 +158,11 @@ impl World {
     }
 }
 
-fn kamcmd(ctl: &str, args: &[&str]) -> (ExitStatus, String) {
-    let output = Command::new("timeout")
-        .args(["5", "kamcmd", "-s", ctl])
-        .args(args)
-        .output()
-        .expect("run kamcmd");
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
-}
-
 /// Waits for a phone's sipp to end; true if it answered its call and exited 0.
 fn finished(mut phone: Guard) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(Some(status)) = phone.child.try_wait() {
+        if let Ok(Some(status)) = phone.0.try_wait() {
             return status.success();
         }
         std::thread::sleep(Duration::from_millis(100));

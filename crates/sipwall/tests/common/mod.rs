@@ -2,6 +2,8 @@
 //! the test ends, and a sipwall started from a configuration written on the fly.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod kamailio;
+
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -59,6 +61,8 @@ pub fn start_sipwall(dir: &Path, config_text: &str, probe_port: u16) -> Sipwall 
         .args(["run", "--config"])
         .arg(&config_path)
         .env("RUST_LOG", "debug")
+        // Plain text: the tests read the log.
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
