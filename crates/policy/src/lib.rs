@@ -410,6 +410,10 @@ pub struct Engine {
     disguise: bool,
     /// The upstream's last challenge, replayed with a fresh nonce.
     challenge_template: Option<Vec<u8>>,
+    /// How many leading characters of the upstream's nonces stay the same from one
+    /// challenge to the next (a timestamp, a server id): a fresh nonce keeps them, so it
+    /// looks like the upstream's.
+    nonce_stable_prefix: usize,
     default_realm: Option<String>,
     hash_keys: (u64, u64),
     nonce_counter: u64,
@@ -524,6 +528,7 @@ impl Engine {
             answer_within: Millis::from(auth.answer_within_seconds) * 1000,
             disguise: config.enumeration.enabled,
             challenge_template: None,
+            nonce_stable_prefix: 0,
             default_realm: config.enumeration.realm.clone(),
             hash_keys: (key(k0), key(k1)),
             nonce_counter: 0,
@@ -548,6 +553,7 @@ impl Engine {
         next.pending = std::mem::take(&mut self.pending);
         next.unanswered = std::mem::take(&mut self.unanswered);
         next.challenge_template = self.challenge_template.take();
+        next.nonce_stable_prefix = self.nonce_stable_prefix;
         next.nonce_counter = self.nonce_counter;
         next.events = std::mem::take(&mut self.events);
         next.counters = std::mem::take(&mut self.counters);
@@ -775,7 +781,7 @@ impl Engine {
             && let Some(challenge) = answer.challenge
             && self.challenge_template.as_deref() != Some(challenge)
         {
-            self.challenge_template = Some(challenge.to_vec());
+            self.learn_challenge(challenge);
         }
         let tier = self.tier(answer.source, now);
         if matches!(tier, Tier::Admin | Tier::Trusted) {
@@ -806,6 +812,22 @@ impl Engine {
         }
     }
 
+    /// Keeps the upstream's challenge as the model of disguised ones, and measures how
+    /// much of its nonces stays the same between two challenges.
+    fn learn_challenge(&mut self, challenge: &[u8]) {
+        let nonce = |c: &[u8]| nonce_range(c).map(|(start, end)| c[start..end].to_vec());
+        if let (Some(old), Some(new)) = (
+            self.challenge_template.as_deref().and_then(nonce),
+            nonce(challenge),
+        ) && old.len() == new.len()
+        {
+            let common = old.iter().zip(&new).take_while(|(a, b)| a == b).count();
+            // Never keep the whole nonce: at least half of it is always fresh.
+            self.nonce_stable_prefix = common.min(new.len() / 2);
+        }
+        self.challenge_template = Some(challenge.to_vec());
+    }
+
     /// Writes the value of a WWW-/Proxy-Authenticate header for a disguised answer: the
     /// upstream's last challenge with a fresh nonce of the same form, or, before the
     /// upstream has challenged anyone, a Digest challenge for `realm`.
@@ -817,8 +839,9 @@ impl Engine {
         if let Some(template) = &self.challenge_template
             && let Some((start, end)) = nonce_range(template)
         {
-            out.extend_from_slice(&template[..start]);
-            fresh_nonce(&template[start..end], seed, out);
+            let keep = (start + self.nonce_stable_prefix).min(end);
+            out.extend_from_slice(&template[..keep]);
+            fresh_nonce(&template[keep..end], seed, out);
             out.extend_from_slice(&template[end..]);
             return;
         }

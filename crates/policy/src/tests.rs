@@ -511,6 +511,36 @@ fn the_disguise_replays_the_upstreams_challenge_with_a_fresh_nonce() {
 }
 
 #[test]
+fn disguised_nonces_keep_what_the_upstreams_nonces_share() {
+    let mut e = engine("");
+    // Kamailio's nonces begin with a timestamp: consecutive ones share a prefix.
+    for nonce in [
+        "awIrv2mfQAAAAL9vXn1Z8k2bJYqT",
+        "awIrv3BnQAAAAGfT0k9LpQ7sWxYe",
+    ] {
+        let challenge = format!("Digest realm=\"example.com\", nonce=\"{nonce}\"");
+        let mut a = answer(PHONE, Method::Register, 401, None, b"c");
+        a.challenge = Some(challenge.as_bytes());
+        e.observe_response(&a, 0);
+    }
+    let mut out = Vec::new();
+    e.write_challenge(b"", &mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with("Digest realm=\"example.com\", nonce=\"awIrv"),
+        "{text}"
+    );
+    assert_eq!(
+        text.len(),
+        "Digest realm=\"example.com\", nonce=\"awIrv2mfQAAAAL9vXn1Z8k2bJYqT\"".len()
+    );
+    assert!(
+        !text.contains("awIrv2mf") && !text.contains("awIrv3Bn"),
+        "{text}"
+    );
+}
+
+#[test]
 fn shadow_mode_counts_and_reports_without_enforcing() {
     let mut e = engine("[rules.scanner_agent]\nshadow = true\n");
     let r = request("OPTIONS", "100", "User-Agent: friendly-scanner\r\n");

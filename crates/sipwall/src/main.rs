@@ -209,6 +209,9 @@ fn run_proxy(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal: a log file must stay plain for
+        // whatever reads it (fail2ban, grep).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let loaded = config::Config::load(path)?;
     if loaded.uses_example_key() {
