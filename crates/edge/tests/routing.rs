@@ -730,3 +730,59 @@ fn three_wrong_passwords_ban_the_phone() {
     );
     assert_eq!(dropped, Some(DropReason::Banned));
 }
+
+/// An edge whose pipeline has the policy `toml`.
+fn edge_with(toml_text: &str) -> Edge {
+    let policy: sipwall_policy::PolicyConfig = toml::from_str(toml_text).expect("policy");
+    let engine = sipwall_policy::Engine::new(&policy, &[], [0; 16]);
+    Edge::new(config(KEY, None), Arc::new(Mutex::new(engine)))
+}
+
+#[test]
+fn a_tarpit_answers_late_and_a_honeypot_accepts_everything() {
+    let scan = REGISTER.replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nUser-Agent: sipcli/v1.8\r\n",
+    );
+    let mut edge = edge_with("[rules.scanner_agent]\naction = \"tarpit\"\ncode = 403\n");
+    let inbound = Inbound {
+        bytes: scan.as_bytes(),
+        side: Side::Public,
+        flow: phone(Transport::Udp),
+        now: 0,
+    };
+    match edge.handle(&inbound) {
+        Action::Tarpit { bytes, delay } => {
+            assert!(bytes.starts_with(b"SIP/2.0 403 Forbidden\r\n"));
+            assert!(delay >= 1000, "{delay}");
+        }
+        other => panic!("not tarpitted: {other:?}"),
+    }
+
+    let mut edge = edge_with("[rules.scanner_agent]\naction = \"honeypot\"\n");
+    let (to, answer, _) = run(
+        &mut edge,
+        scan.as_bytes(),
+        Side::Public,
+        phone(Transport::Udp),
+    );
+    assert_eq!(to, None, "answered locally, never forwarded");
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.contains("Contact: <sip:alice@10.0.0.5:5062;transport=udp>;expires=3600"),
+        "{answer}"
+    );
+    // From then on the source gets the honeypot, whatever it sends.
+    let invite = REGISTER
+        .replace("REGISTER sip:example.com", "INVITE sip:bob@example.com")
+        .replace("CSeq: 1 REGISTER", "CSeq: 1 INVITE");
+    let (to, answer, _) = run(
+        &mut edge,
+        invite.as_bytes(),
+        Side::Public,
+        phone(Transport::Udp),
+    );
+    assert_eq!(to, None);
+    assert!(answer.starts_with(b"SIP/2.0 200 OK\r\n"));
+}
