@@ -19,8 +19,10 @@
 //! send_s T gen_cpu C%`, where `send_s` is how long sending took (longer than
 //! `--seconds` means the generator fell behind) and `gen_cpu` the generator's own CPU
 //! time (all threads) over that time, in percent of one core. With `--watch PID,PID`,
-//! the line ends with `proxy_cpu C%`: the CPU time of those processes over the same
-//! time.
+//! the line adds `proxy_cpu C%`: the CPU time of those processes over the same time.
+//! Last comes `cores_busy A%/B%/…`: how busy each core of the machine was over that
+//! time, whatever ran on it (more than the generator and proxy use means that other
+//! work shared the cores, or that the kernel did work no process is charged for).
 //! Every loop is bounded by the duration; the program stops by itself.
 #![allow(clippy::unwrap_used)]
 
@@ -310,6 +312,25 @@ fn cpu_of(pids: &[u32]) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// Busy and total time of each core so far, from /proc/stat (in USER_HZ ticks).
+fn core_times() -> Vec<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter(|line| line.starts_with("cpu") && !line.starts_with("cpu "))
+        .map(|line| {
+            let ticks: Vec<u64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|t| t.parse().ok())
+                .collect();
+            let total: u64 = ticks.iter().take(8).sum();
+            // idle and iowait
+            let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+            (total - idle, total)
+        })
+        .collect()
+}
+
 fn main() {
     let args = args();
     let stop = Arc::new(AtomicBool::new(false));
@@ -345,6 +366,7 @@ fn main() {
     let begin = Instant::now();
     let cpu_before = cpu_time();
     let watched_before = cpu_of(&args.watch);
+    let cores_before = core_times();
     let mut seq = 0u64;
     // Bounded: every round sends at least one request or sleeps until one is due.
     while seq < total {
@@ -409,13 +431,25 @@ fn main() {
     } else {
         latencies.iter().sum::<u64>() as f64 / latencies.len() as f64 / 1000.0
     };
+    // How busy each core was while sending, whoever kept it busy.
+    let cores: Vec<String> = core_times()
+        .iter()
+        .zip(&cores_before)
+        .map(|(after, before)| {
+            let total = after.1.saturating_sub(before.1).max(1);
+            format!(
+                "{:.0}%",
+                after.0.saturating_sub(before.0) as f64 * 100.0 / total as f64
+            )
+        })
+        .collect();
     let watched = if args.watch.is_empty() {
         String::new()
     } else {
         format!(" proxy_cpu {proxy_cpu:.0}%")
     };
     println!(
-        "rate {} sent {} received {} loss {:.3}% p50 {:.0} us p99 {:.0} us mean {:.0} us send_s {:.2} gen_cpu {:.0}%{}",
+        "rate {} sent {} received {} loss {:.3}% p50 {:.0} us p99 {:.0} us mean {:.0} us send_s {:.2} gen_cpu {:.0}%{} cores_busy {}",
         args.rate,
         total,
         received,
@@ -425,7 +459,8 @@ fn main() {
         mean,
         send_seconds,
         gen_cpu,
-        watched
+        watched,
+        cores.join("/")
     );
 }
 
