@@ -23,6 +23,10 @@
 //! Last comes `cores_busy A%/B%/…`: how busy each core of the machine was over that
 //! time, whatever ran on it (more than the generator and proxy use means that other
 //! work shared the cores, or that the kernel did work no process is charged for).
+//! Then `drops upstream U phones P`: datagrams the responder's socket and the phone
+//! sockets dropped for a full receive buffer (the generator could not keep up), and
+//! with `--watch-ports PORT,PORT`, `proxy X`: the same for the proxy's sockets over the
+//! sending time and the second after it.
 //! Every loop is bounded by the duration; the program stops by itself.
 #![allow(clippy::unwrap_used)]
 
@@ -51,6 +55,8 @@ struct Args {
     sources: usize,
     /// Processes whose CPU time is reported over the sending time (the proxy's).
     watch: Vec<u32>,
+    /// Local UDP ports (the proxy's) whose receive-buffer drops are reported.
+    watch_ports: Vec<u16>,
 }
 
 fn args() -> Args {
@@ -61,6 +67,7 @@ fn args() -> Args {
         seconds: 3,
         sources: 4,
         watch: Vec::new(),
+        watch_ports: Vec::new(),
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     for pair in raw.chunks(2) {
@@ -71,6 +78,13 @@ fn args() -> Args {
             "--rate" => args.rate = value.parse().unwrap(),
             "--seconds" => args.seconds = value.parse().unwrap(),
             "--sources" => args.sources = value.parse().unwrap(),
+            "--watch-ports" => {
+                args.watch_ports = value
+                    .split(',')
+                    .filter(|port| !port.is_empty())
+                    .map(|port| port.parse().unwrap())
+                    .collect()
+            }
             "--watch" => {
                 args.watch = value
                     .split(',')
@@ -312,6 +326,22 @@ fn cpu_of(pids: &[u32]) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// Datagrams dropped so far because a socket's receive buffer was full, summed over the
+/// IPv4 UDP sockets bound to `ports` (from /proc/net/udp).
+fn drops_on(ports: &[u16]) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
+            let drops: u64 = fields.get(12)?.parse().ok()?;
+            ports.contains(&port).then_some(drops)
+        })
+        .sum()
+}
+
 /// Busy and total time of each core so far, from /proc/stat (in USER_HZ ticks).
 fn core_times() -> Vec<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -367,6 +397,7 @@ fn main() {
     let cpu_before = cpu_time();
     let watched_before = cpu_of(&args.watch);
     let cores_before = core_times();
+    let proxy_drops_before = drops_on(&args.watch_ports);
     let mut seq = 0u64;
     // Bounded: every round sends at least one request or sleeps until one is due.
     while seq < total {
@@ -410,6 +441,22 @@ fn main() {
         * 100.0;
     // Late answers still count for a second after the last request.
     std::thread::sleep(Duration::from_secs(1));
+    // Read while the sockets are still open.
+    let upstream_port = [args.upstream.port()];
+    let phone_ports: Vec<u16> = addresses.iter().map(SocketAddr::port).collect();
+    let drops = format!(
+        " drops upstream {} phones {}{}",
+        drops_on(&upstream_port),
+        drops_on(&phone_ports),
+        if args.watch_ports.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " proxy {}",
+                drops_on(&args.watch_ports).saturating_sub(proxy_drops_before)
+            )
+        }
+    );
     stop.store(true, Ordering::Relaxed);
     receiver.join().unwrap();
     responder.join().unwrap();
@@ -449,7 +496,7 @@ fn main() {
         format!(" proxy_cpu {proxy_cpu:.0}%")
     };
     println!(
-        "rate {} sent {} received {} loss {:.3}% p50 {:.0} us p99 {:.0} us mean {:.0} us send_s {:.2} gen_cpu {:.0}%{} cores_busy {}",
+        "rate {} sent {} received {} loss {:.3}% p50 {:.0} us p99 {:.0} us mean {:.0} us send_s {:.2} gen_cpu {:.0}%{} cores_busy {}{}",
         args.rate,
         total,
         received,
@@ -460,7 +507,8 @@ fn main() {
         send_seconds,
         gen_cpu,
         watched,
-        cores.join("/")
+        cores.join("/"),
+        drops
     );
 }
 
