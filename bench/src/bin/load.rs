@@ -7,16 +7,45 @@
 //! 200 OK. Each response that comes back to a phone socket is matched to its request by
 //! the sequence number, which gives loss and latency per message.
 //!
-//! Prints one line: `rate R sent S received N loss P% p50 X us p99 Y us`.
+//! The generator is built to cost as little CPU per message as possible, so that the
+//! proxy, not the generator, is what a measurement finds the limit of: requests are
+//! built before the clock starts, sent with `sendmmsg` in batches (every request that
+//! is due when the sender wakes up, up to [`BATCH`] per system call), responses are read
+//! with `recvmmsg` by one thread that polls every phone socket, and the responder reads
+//! and answers with `recvmmsg` and `sendmmsg`. Three threads in all, whatever the number
+//! of sources.
+//!
+//! Prints one line: `rate R sent S received N loss P% p50 X us p99 Y us mean Z us
+//! send_s T gen_cpu C%`, where `send_s` is how long sending took (longer than
+//! `--seconds` means the generator fell behind) and `gen_cpu` the generator's own CPU
+//! time (all threads) over that time, in percent of one core. With `--watch PID,PID`,
+//! the line adds `proxy_cpu C%`: the CPU time of those processes over the same time.
+//! Last comes `cores_busy A%/B%/…`: how busy each core of the machine was over that
+//! time, whatever ran on it (more than the generator and proxy use means that other
+//! work shared the cores, or that the kernel did work no process is charged for).
+//! Then `drops upstream U phones P`: datagrams the responder's socket and the phone
+//! sockets dropped for a full receive buffer (the generator could not keep up), and
+//! with `--watch-ports PORT,PORT`, `proxy X`: the same for the proxy's sockets over the
+//! sending time and the second after it.
 //! Every loop is bounded by the duration; the program stops by itself.
 #![allow(clippy::unwrap_used)]
 
+use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sipwall_sip::{Framing, HeaderName, Limits, Message};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::resource::{UsageWho, getrusage};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+
+/// Datagrams per `sendmmsg` or `recvmmsg` call.
+const BATCH: usize = 64;
+
+/// Largest datagram read; the messages of this workload are a few hundred bytes.
+const DATAGRAM: usize = 4096;
 
 struct Args {
     target: SocketAddr,
@@ -24,6 +53,10 @@ struct Args {
     rate: u64,
     seconds: u64,
     sources: usize,
+    /// Processes whose CPU time is reported over the sending time (the proxy's).
+    watch: Vec<u32>,
+    /// Local UDP ports (the proxy's) whose receive-buffer drops are reported.
+    watch_ports: Vec<u16>,
 }
 
 fn args() -> Args {
@@ -33,6 +66,8 @@ fn args() -> Args {
         rate: 10_000,
         seconds: 3,
         sources: 4,
+        watch: Vec::new(),
+        watch_ports: Vec::new(),
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     for pair in raw.chunks(2) {
@@ -43,50 +78,153 @@ fn args() -> Args {
             "--rate" => args.rate = value.parse().unwrap(),
             "--seconds" => args.seconds = value.parse().unwrap(),
             "--sources" => args.sources = value.parse().unwrap(),
+            "--watch-ports" => {
+                args.watch_ports = value
+                    .split(',')
+                    .filter(|port| !port.is_empty())
+                    .map(|port| port.parse().unwrap())
+                    .collect()
+            }
+            "--watch" => {
+                args.watch = value
+                    .split(',')
+                    .filter(|pid| !pid.is_empty())
+                    .map(|pid| pid.parse().unwrap())
+                    .collect()
+            }
             other => panic!("unknown option {other}"),
         }
     }
+    assert!(args.rate > 0 && args.seconds > 0 && args.sources > 0);
     args
 }
 
-/// The upstream: answers each request with a 200 OK built from its headers.
+/// Binds a UDP socket with large buffers, so that bursts are not lost while a thread of
+/// the generator is not running.
+fn bind(address: SocketAddr) -> UdpSocket {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let socket = UdpSocket::bind(address).unwrap();
+    // Capped by net.core.rmem_max and wmem_max.
+    let _ = setsockopt(&socket, sockopt::RcvBuf, &(4 << 20));
+    let _ = setsockopt(&socket, sockopt::SndBuf, &(4 << 20));
+    socket
+}
+
+/// Writes a 200 OK for `request` into `out`: the status line, then the request's Via,
+/// From, To, Call-ID and CSeq lines as they are (long or compact names), then an empty
+/// body. Returns false for something that is not a request.
+fn answer(request: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let Some(first) = memchr::memmem::find(request, b"\r\n") else {
+        return false;
+    };
+    if request.starts_with(b"SIP/2.0 ") {
+        return false;
+    }
+    out.extend_from_slice(b"SIP/2.0 200 OK\r\n");
+    let mut at = first + 2;
+    while at < request.len() {
+        let Some(len) = memchr::memmem::find(&request[at..], b"\r\n") else {
+            break;
+        };
+        if len == 0 {
+            break;
+        }
+        let line = &request[at..at + len + 2];
+        let name_end = memchr::memchr(b':', line).unwrap_or(0);
+        let name = line[..name_end].trim_ascii_end();
+        let copy = [
+            &b"via"[..],
+            b"v",
+            b"from",
+            b"f",
+            b"to",
+            b"t",
+            b"call-id",
+            b"i",
+            b"cseq",
+        ]
+        .iter()
+        .any(|known| name.eq_ignore_ascii_case(known));
+        if copy {
+            out.extend_from_slice(line);
+        }
+        at += len + 2;
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    true
+}
+
+/// The upstream: answers each request with a 200 OK, a batch at a time.
 fn respond(socket: UdpSocket, stop: Arc<AtomicBool>) {
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let mut buf = vec![0u8; 65_535];
-    let mut out = Vec::with_capacity(2048);
-    let limits = Limits::default();
+    let fd = socket.as_raw_fd();
+    let mut buffers = vec![[0u8; DATAGRAM]; BATCH];
+    let mut sources: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
+    let mut lengths: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
+    let mut answers: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1024)).collect();
+    let mut receive = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut send = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     while !stop.load(Ordering::Relaxed) {
-        let Ok((len, from)) = socket.recv_from(&mut buf) else {
-            continue;
-        };
-        let Ok(msg) = Message::parse(&buf[..len], Framing::Datagram, &limits) else {
-            continue;
-        };
-        out.clear();
-        out.extend_from_slice(b"SIP/2.0 200 OK\r\n");
-        for header in msg.headers() {
-            let copy = matches!(
-                header.name,
-                HeaderName::Via
-                    | HeaderName::From
-                    | HeaderName::To
-                    | HeaderName::CallId
-                    | HeaderName::CSeq
-            );
-            if copy {
-                out.extend_from_slice(header.raw_name);
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(header.value);
-                out.extend_from_slice(b"\r\n");
+        sources.clear();
+        lengths.clear();
+        {
+            let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers
+                .iter_mut()
+                .map(|buffer| [IoSliceMut::new(buffer)])
+                .collect();
+            // Blocks for the first datagram (up to the read timeout), then takes what waits.
+            let Ok(results) = recvmmsg(
+                fd,
+                &mut receive,
+                slices.iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            ) else {
+                continue;
+            };
+            lengths.extend(results.map(|r| (r.bytes, r.address)));
+        }
+        let mut count = 0;
+        for (index, &(len, from)) in lengths.iter().enumerate() {
+            let Some(from) = from else {
+                continue;
+            };
+            if answer(&buffers[index][..len], &mut answers[count]) {
+                sources.push(Some(from));
+                count += 1;
             }
         }
-        out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
-        let _ = socket.send_to(&out, from);
+        let out: Vec<[IoSlice<'_>; 1]> =
+            answers[..count].iter().map(|a| [IoSlice::new(a)]).collect();
+        let mut sent = 0;
+        // Bounded: each round sends at least one datagram or gives up on the batch.
+        while sent < count {
+            let no_control: [nix::sys::socket::ControlMessage<'_>; 0] = [];
+            match sendmmsg(
+                fd,
+                &mut send,
+                &out[sent..],
+                &sources[sent..],
+                no_control,
+                MsgFlags::empty(),
+            ) {
+                Ok(results) => {
+                    let n = results.count();
+                    if n == 0 {
+                        break;
+                    }
+                    sent += n;
+                }
+                Err(_) => sent += 1,
+            }
+        }
     }
 }
 
+/// The request with sequence number `seq`, sent from `source`.
 fn request(source: SocketAddr, seq: u64) -> Vec<u8> {
     format!(
         "OPTIONS sip:bob@example.com SIP/2.0\r\n\
@@ -110,10 +248,123 @@ fn sequence(response: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
+/// Reads the responses on every phone socket and records the latency of each.
+fn receive(
+    sockets: Vec<UdpSocket>,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    sent_at: Arc<Vec<AtomicU64>>,
+    latency_ns: Arc<Vec<AtomicU64>>,
+) {
+    let mut buffers = vec![[0u8; DATAGRAM]; BATCH];
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut lengths: Vec<usize> = Vec::with_capacity(BATCH);
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds: Vec<PollFd<'_>> = sockets
+            .iter()
+            .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
+            .collect();
+        if poll(&mut fds, PollTimeout::from(100u8)).unwrap_or(0) <= 0 {
+            continue;
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|fd| fd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
+            .collect();
+        drop(fds);
+        for (socket, _) in sockets.iter().zip(ready).filter(|(_, ready)| *ready) {
+            lengths.clear();
+            {
+                let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers
+                    .iter_mut()
+                    .map(|buffer| [IoSliceMut::new(buffer)])
+                    .collect();
+                let Ok(results) = recvmmsg(
+                    socket.as_raw_fd(),
+                    &mut headers,
+                    slices.iter_mut(),
+                    MsgFlags::MSG_DONTWAIT,
+                    None,
+                ) else {
+                    continue;
+                };
+                lengths.extend(results.map(|r| r.bytes));
+            }
+            let now = start.elapsed().as_nanos() as u64;
+            for (buffer, &len) in buffers.iter().zip(&lengths) {
+                if let Some(seq) = sequence(&buffer[..len]).filter(|&s| s < sent_at.len() as u64) {
+                    let sent = sent_at[seq as usize].load(Ordering::Relaxed);
+                    latency_ns[seq as usize]
+                        .store(now.saturating_sub(sent).max(1), Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// CPU time (user + system) of the whole process so far.
+fn cpu_time() -> Duration {
+    let usage = getrusage(UsageWho::RUSAGE_SELF).unwrap();
+    let micros = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+    Duration::from_micros(micros(usage.user_time()) + micros(usage.system_time()))
+}
+
+/// CPU time (user + system, all threads) of the processes `pids`, from /proc; a process
+/// that is gone counts as zero.
+fn cpu_of(pids: &[u32]) -> Duration {
+    // Linux reports these fields in USER_HZ, which is 100 on every architecture.
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // The command name may hold spaces: fields are counted after its ')'.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split(' ').collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Datagrams dropped so far because a socket's receive buffer was full, summed over the
+/// IPv4 UDP sockets bound to `ports` (from /proc/net/udp).
+fn drops_on(ports: &[u16]) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
+            let drops: u64 = fields.get(12)?.parse().ok()?;
+            ports.contains(&port).then_some(drops)
+        })
+        .sum()
+}
+
+/// Busy and total time of each core so far, from /proc/stat (in USER_HZ ticks).
+fn core_times() -> Vec<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter(|line| line.starts_with("cpu") && !line.starts_with("cpu "))
+        .map(|line| {
+            let ticks: Vec<u64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|t| t.parse().ok())
+                .collect();
+            let total: u64 = ticks.iter().take(8).sum();
+            // idle and iowait
+            let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+            (total - idle, total)
+        })
+        .collect()
+}
+
 fn main() {
     let args = args();
     let stop = Arc::new(AtomicBool::new(false));
-    let upstream = UdpSocket::bind(args.upstream).unwrap();
+    let upstream = bind(args.upstream);
     let responder = {
         let stop = stop.clone();
         std::thread::spawn(move || respond(upstream, stop))
@@ -124,59 +375,90 @@ fn main() {
     let latency_ns: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
     let start = Instant::now();
     let sockets: Vec<UdpSocket> = (0..args.sources)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .map(|_| bind("127.0.0.1:0".parse().unwrap()))
         .collect();
-    let mut receivers = Vec::new();
-    for socket in &sockets {
-        let socket = socket.try_clone().unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+    let receiver = {
+        let clones = sockets.iter().map(|s| s.try_clone().unwrap()).collect();
         let (stop, sent_at, latency_ns) = (stop.clone(), sent_at.clone(), latency_ns.clone());
-        receivers.push(std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65_535];
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(len) = socket.recv(&mut buf) else {
-                    continue;
-                };
-                let now = start.elapsed().as_nanos() as u64;
-                if let Some(seq) = sequence(&buf[..len]).filter(|&s| s < sent_at.len() as u64) {
-                    let sent = sent_at[seq as usize].load(Ordering::Relaxed);
-                    latency_ns[seq as usize]
-                        .store(now.saturating_sub(sent).max(1), Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    // Pre-build every request so that sending costs only the system call.
+        std::thread::spawn(move || receive(clones, start, stop, sent_at, latency_ns))
+    };
+    // Pre-build every request so that sending costs only the system calls. Requests
+    // go out in runs of BATCH consecutive sequence numbers per source socket.
     let addresses: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+    let socket_of = |seq: u64| (seq / BATCH as u64) as usize % sockets.len();
     let requests: Vec<Vec<u8>> = (0..total)
-        .map(|seq| request(addresses[seq as usize % addresses.len()], seq))
+        .map(|seq| request(addresses[socket_of(seq)], seq))
         .collect();
+    let slices: Vec<[IoSlice<'_>; 1]> = requests.iter().map(|r| [IoSlice::new(r)]).collect();
+    let targets: Vec<Option<SockaddrStorage>> = vec![Some(args.target.into()); BATCH];
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+
     let begin = Instant::now();
-    let tick = Duration::from_millis(1);
-    let per_tick = args.rate.div_ceil(1000);
+    let cpu_before = cpu_time();
+    let watched_before = cpu_of(&args.watch);
+    let cores_before = core_times();
+    let proxy_drops_before = drops_on(&args.watch_ports);
     let mut seq = 0u64;
+    // Bounded: every round sends at least one request or sleeps until one is due.
     while seq < total {
-        let due = begin + tick * (seq / per_tick) as u32;
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
+        let elapsed = begin.elapsed().as_nanos() as u64;
+        let due = ((elapsed as u128 * args.rate as u128 / 1_000_000_000) as u64 + 1).min(total);
+        if due <= seq {
+            let next = Duration::from_nanos(seq * 1_000_000_000 / args.rate);
+            std::thread::sleep(next.saturating_sub(begin.elapsed()));
+            continue;
         }
-        let end = (seq + per_tick).min(total);
-        while seq < end {
-            let index = seq as usize;
-            sent_at[index].store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            let _ = sockets[index % sockets.len()].send_to(&requests[index], args.target);
-            seq += 1;
+        while seq < due {
+            // Up to the end of this socket's run of BATCH, and no further than what is due.
+            let run_end = (seq / BATCH as u64 + 1) * BATCH as u64;
+            let end = due.min(run_end);
+            let now = start.elapsed().as_nanos() as u64;
+            for index in seq..end {
+                sent_at[index as usize].store(now, Ordering::Relaxed);
+            }
+            let count = (end - seq) as usize;
+            let no_control: [nix::sys::socket::ControlMessage<'_>; 0] = [];
+            let sent = sendmmsg(
+                sockets[socket_of(seq)].as_raw_fd(),
+                &mut headers,
+                &slices[seq as usize..end as usize],
+                &targets[..count],
+                no_control,
+                MsgFlags::empty(),
+            )
+            .map(|results| results.count())
+            .unwrap_or(0);
+            // A datagram the kernel refused counts as sent and lost.
+            seq += sent.max(1) as u64;
         }
     }
+    let send_seconds = begin.elapsed().as_secs_f64();
+    let gen_cpu = (cpu_time() - cpu_before).as_secs_f64() / send_seconds * 100.0;
+    let proxy_cpu = cpu_of(&args.watch)
+        .saturating_sub(watched_before)
+        .as_secs_f64()
+        / send_seconds
+        * 100.0;
     // Late answers still count for a second after the last request.
     std::thread::sleep(Duration::from_secs(1));
+    // Read while the sockets are still open.
+    let upstream_port = [args.upstream.port()];
+    let phone_ports: Vec<u16> = addresses.iter().map(SocketAddr::port).collect();
+    let drops = format!(
+        " drops upstream {} phones {}{}",
+        drops_on(&upstream_port),
+        drops_on(&phone_ports),
+        if args.watch_ports.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " proxy {}",
+                drops_on(&args.watch_ports).saturating_sub(proxy_drops_before)
+            )
+        }
+    );
     stop.store(true, Ordering::Relaxed);
-    for receiver in receivers {
-        receiver.join().unwrap();
-    }
+    receiver.join().unwrap();
     responder.join().unwrap();
 
     let mut latencies: Vec<u64> = latency_ns
@@ -191,13 +473,60 @@ fn main() {
             .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
             .map_or(0.0, |&ns| ns as f64 / 1000.0)
     };
+    let mean = if latencies.is_empty() {
+        0.0
+    } else {
+        latencies.iter().sum::<u64>() as f64 / latencies.len() as f64 / 1000.0
+    };
+    // How busy each core was while sending, whoever kept it busy.
+    let cores: Vec<String> = core_times()
+        .iter()
+        .zip(&cores_before)
+        .map(|(after, before)| {
+            let total = after.1.saturating_sub(before.1).max(1);
+            format!(
+                "{:.0}%",
+                after.0.saturating_sub(before.0) as f64 * 100.0 / total as f64
+            )
+        })
+        .collect();
+    let watched = if args.watch.is_empty() {
+        String::new()
+    } else {
+        format!(" proxy_cpu {proxy_cpu:.0}%")
+    };
     println!(
-        "rate {} sent {} received {} loss {:.3}% p50 {:.0} us p99 {:.0} us",
+        "rate {} sent {} received {} loss {:.3}% p50 {:.0} us p99 {:.0} us mean {:.0} us send_s {:.2} gen_cpu {:.0}%{} cores_busy {}{}",
         args.rate,
         total,
         received,
         (total - received) as f64 * 100.0 / total as f64,
         percentile(0.50),
-        percentile(0.99)
+        percentile(0.99),
+        mean,
+        send_seconds,
+        gen_cpu,
+        watched,
+        cores.join("/"),
+        drops
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_with_the_routing_headers_of_the_request() {
+        let source: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let mut out = Vec::new();
+        assert!(answer(&request(source, 7), &mut out));
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.starts_with("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:4000;"));
+        assert!(text.contains("\r\nCall-ID: ld7@load.example.com\r\n"));
+        assert!(!text.contains("User-Agent"));
+        assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
+        assert_eq!(sequence(&out), Some(7));
+        assert!(!answer(&out, &mut Vec::new()));
+    }
 }
