@@ -251,8 +251,8 @@ pub struct FloodConfig {
     /// New INVITEs per minute per agent.
     #[serde(default = "default_per_agent")]
     pub invite_per_minute: u32,
-    /// Counters per row of each sketch; memory is 16 bytes per counter whatever the
-    /// number of sources.
+    /// Counters per row of each sketch; memory is 16.25 bytes per counter (16 of
+    /// counters, a quarter of stamps) whatever the number of sources.
     #[serde(default = "default_sketch_width")]
     pub sketch_width: usize,
 }

@@ -52,6 +52,14 @@ impl SourceKey {
         self.addr
     }
 
+    /// The address as 128 bits, an IPv4 address in its IPv4-mapped IPv6 form.
+    pub(crate) fn bits(&self) -> u128 {
+        match self.addr {
+            IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+            IpAddr::V6(v6) => u128::from(v6),
+        }
+    }
+
     /// Parses `1.2.3.4` or `2001:db8::/64` (an IPv6 address alone is taken per
     /// `v6_prefix`).
     pub fn parse(text: &str, v6_prefix: u8) -> Option<SourceKey> {

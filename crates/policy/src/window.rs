@@ -16,6 +16,15 @@
 //! 64-byte block (one cache line), picked by the hash; within it, each row has four
 //! slots and the hash picks one per row. A key costs one cache miss instead of eight,
 //! which matters when a flood spreads over more sources than the cache holds.
+//!
+//! Windows are numbered (epochs); the half of epoch `e` is `e % 2`. A new window does
+//! not clear the grid: each block carries the low byte of the epoch it was last brought
+//! up to date in (a stamp, kept beside the blocks), and a block is brought up to date
+//! when it is next touched: one window behind, its older half is cleared; two or more,
+//! both. So the cost of a new window does not grow with the grid. So that a stamp never
+//! wraps around (256 windows), each new window also brings a slice of the grid up to
+//! date, the whole grid every [`SWEEP_WINDOWS`] windows; after a longer idle time the
+//! grid is cleared at once.
 
 use crate::Millis;
 
@@ -25,6 +34,9 @@ const DEPTH: usize = 4;
 const SLOTS: usize = 4;
 /// Counters of one window in a block.
 const HALF: usize = DEPTH * SLOTS;
+/// Every block is brought up to date at least once in this many windows (well below
+/// the 256 a one-byte stamp tells apart).
+const SWEEP_WINDOWS: u64 = 64;
 
 /// One cache line: the current and the previous window of a few keys.
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,30 +47,37 @@ struct Block([u16; 2 * HALF]);
 #[derive(Debug, Clone)]
 pub struct RateSketch {
     blocks: Vec<Block>,
+    /// Per block, the low byte of the epoch its halves are up to date for.
+    stamps: Vec<u8>,
     /// Window length.
     window: Millis,
     /// Start of the current window.
     start: Millis,
-    /// Which half of every block is the current window (0 or 1).
-    current: usize,
+    /// Number of the current window.
+    epoch: u64,
+    /// Next block of the sweep.
+    cursor: usize,
 }
 
 impl RateSketch {
     /// A sketch of `width` counters per row (rounded up to a power of two) counting over
-    /// `window` milliseconds. Memory: 2 × 4 × width × 2 bytes.
+    /// `window` milliseconds. Memory: 2 × 4 × width × 2 bytes for the counters, and one
+    /// byte per 4 × width for the stamps.
     pub fn new(width: usize, window: Millis) -> RateSketch {
         let blocks = (width.max(64).next_power_of_two()) / SLOTS;
         RateSketch {
             blocks: vec![Block::default(); blocks],
+            stamps: vec![0; blocks],
             window: window.max(1),
             start: 0,
-            current: 0,
+            epoch: 0,
+            cursor: 0,
         }
     }
 
-    /// Bytes held by the counters.
+    /// Bytes held by the counters and their stamps.
     pub fn memory(&self) -> usize {
-        self.blocks.len() * std::mem::size_of::<Block>()
+        self.blocks.len() * std::mem::size_of::<Block>() + self.stamps.len()
     }
 
     /// Counts one event for the key whose hash is `hash` at `now`, and returns the
@@ -68,7 +87,7 @@ impl RateSketch {
         let (index, slots) = self.locate(hash);
         let (current, previous) = self.halves();
         let elapsed = now.saturating_sub(self.start).min(self.window);
-        let block = &mut self.blocks[index].0;
+        let block = self.refresh(index);
         let min = slots
             .iter()
             .map(|&slot| block[current + slot])
@@ -97,31 +116,51 @@ impl RateSketch {
         let (index, slots) = self.locate(hash);
         let (current, previous) = self.halves();
         let elapsed = now.saturating_sub(self.start).min(self.window);
-        let block = &self.blocks[index].0;
+        let window = self.window;
+        let block = self.refresh(index);
         let min = |base: usize| slots.iter().map(|&s| block[base + s]).min().unwrap_or(0);
-        u32::from(min(current)) + carried(min(previous), elapsed, self.window)
+        u32::from(min(current)) + carried(min(previous), elapsed, window)
     }
 
     fn halves(&self) -> (usize, usize) {
-        (self.current * HALF, (1 - self.current) * HALF)
+        let current = (self.epoch & 1) as usize;
+        (current * HALF, (1 - current) * HALF)
+    }
+
+    /// The counters of block `index`, brought up to date for the current epoch.
+    fn refresh(&mut self, index: usize) -> &mut [u16; 2 * HALF] {
+        let epoch = self.epoch as u8;
+        let (current, _) = self.halves();
+        let block = &mut self.blocks[index].0;
+        let stamp = &mut self.stamps[index];
+        match epoch.wrapping_sub(*stamp) {
+            0 => {}
+            // The current half still holds the window before the previous one.
+            1 => block[current..current + HALF].fill(0),
+            _ => block.fill(0),
+        }
+        *stamp = epoch;
+        block
     }
 
     fn advance(&mut self, now: Millis) {
         if now < self.start + self.window {
             return;
         }
-        if now < self.start + 2 * self.window {
-            // The current window becomes the previous one; the other half is reused.
-            self.current = 1 - self.current;
-            self.start += self.window;
-            let (current, _) = self.halves();
-            for block in &mut self.blocks {
-                block.0[current..current + HALF].fill(0);
-            }
-        } else {
-            // Idle for more than a window: nothing before carries over.
+        let windows = (now - self.start) / self.window;
+        self.start += windows * self.window;
+        self.epoch += windows;
+        if windows >= SWEEP_WINDOWS {
+            // Idle for long: nothing before carries over.
             self.blocks.fill(Block::default());
-            self.start = now - (now - self.start) % self.window;
+            self.stamps.fill(self.epoch as u8);
+            return;
+        }
+        // One slice of the grid per window, so the whole grid every SWEEP_WINDOWS.
+        let slice = self.blocks.len().div_ceil(SWEEP_WINDOWS as usize);
+        for _ in 0..windows * slice as u64 {
+            self.refresh(self.cursor);
+            self.cursor = (self.cursor + 1) & (self.blocks.len() - 1);
         }
     }
 
@@ -183,6 +222,51 @@ mod tests {
         // Each key was seen once; collisions in all four rows are rare.
         let worst = (0..1000u64).map(|k| s.rate(hash(k), 500)).max().unwrap();
         assert!(worst < 10, "{worst}");
-        assert_eq!(s.memory(), 4 << 20);
+        // 4 MiB of counters and one stamp byte per 64-byte block.
+        assert_eq!(s.memory(), (4 << 20) + (1 << 16));
+    }
+
+    #[test]
+    fn a_new_window_clears_only_what_is_two_windows_old() {
+        let mut s = RateSketch::new(1024, 1000);
+        // 8 events in window 0, then 4 in window 1.
+        for i in 0..8 {
+            s.add(hash(3), 100 + i);
+        }
+        // At the very start of window 1 all of window 0 carries over.
+        assert_eq!(s.rate(hash(3), 1000), 8);
+        for i in 0..4 {
+            s.add(hash(3), 1100 + i);
+        }
+        // Half way through window 2: the half that held window 0 is cleared, half of
+        // window 1 carries over.
+        assert_eq!(s.rate(hash(3), 2500), 2);
+        assert_eq!(s.add(hash(3), 2600), 1 + 2);
+        // Window 4: nothing of window 2 reaches it.
+        assert_eq!(s.rate(hash(3), 4000), 0);
+    }
+
+    #[test]
+    fn a_block_left_alone_for_hundreds_of_windows_is_not_revived() {
+        // The stamps hold one byte: without the sweep, a block untouched for exactly
+        // 256 windows would look up to date and show its old counts.
+        let mut s = RateSketch::new(1 << 12, 10);
+        for i in 0..5 {
+            s.add(hash(1), i);
+        }
+        let (quiet, _) = s.locate(hash(1));
+        let other = (0..).map(hash).find(|&h| s.locate(h).0 != quiet).unwrap();
+        // Another key keeps the clock going one window at a time.
+        for window in 1..=256 {
+            s.add(other, window * 10);
+        }
+        assert_eq!(s.rate(hash(1), 2560), 0);
+        // And after one long idle time, everything is forgotten at once.
+        for i in 0..5 {
+            s.add(hash(1), 3000 + i);
+        }
+        assert_eq!(s.rate(hash(1), 3009), 5);
+        assert_eq!(s.rate(hash(1), 1_000_000), 0);
+        assert_eq!(s.rate(other, 1_000_000), 0);
     }
 }
