@@ -79,6 +79,15 @@ pub enum StoreError {
         /// The first lines SQLite reported.
         detail: String,
     },
+    /// SQLite could not put the file in WAL mode (a file system without shared
+    /// memory or locking?): without it a crash mid-write is not known to be safe.
+    #[error("{}: cannot use write-ahead logging (journal mode stays {mode:?})", path.display())]
+    NoWal {
+        /// The file.
+        path: PathBuf,
+        /// The mode SQLite kept.
+        mode: String,
+    },
     /// Any other SQLite failure (I/O error, full disk, a constraint a record breaks).
     #[error("{}: {source}", path.display())]
     Sqlite {
@@ -278,9 +287,9 @@ impl BanStore {
             .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
             .map_err(|e| self.err(e))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Sqlite {
+            return Err(StoreError::NoWal {
                 path: self.path.clone(),
-                source: rusqlite::Error::InvalidQuery,
+                mode,
             });
         }
         // FULL: the log is synced at every commit, so a returned `record` survives a
