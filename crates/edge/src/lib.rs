@@ -421,7 +421,7 @@ impl Edge {
         inbound.flow.encode(&mut self.plain);
         // What the pipeline must know when the answer comes back: did the request
         // carry credentials, and for which user name; was it outside a dialog.
-        let user = credentials_user(msg, checked);
+        let user = checked.digest_username(msg);
         let mut flags = 0;
         if user.is_some() {
             flags |= HAD_CREDENTIALS;
@@ -617,18 +617,11 @@ impl Edge {
         // A Warning or a body explaining the refusal would tell what the status line
         // no longer does, and so would the body's type once the body is gone.
         let has_body = !msg.body().is_empty();
-        for header in msg.headers() {
-            let tells = match header.name {
-                HeaderName::Warning => true,
-                HeaderName::ContentType => has_body,
-                _ => false,
-            };
-            if tells {
-                self.editor
-                    .remove_header(msg, header.index)
-                    .map_err(|_| DropReason::Unroutable)?;
-            }
-        }
+        self.remove_headers(msg, |name| match name {
+            HeaderName::Warning => true,
+            HeaderName::ContentType => has_body,
+            _ => false,
+        })?;
         // Where a real challenge has it: registrars write Content-Length last, after
         // the challenge; one after Content-Length would give the disguise away.
         let position = msg
@@ -646,12 +639,21 @@ impl Edge {
     /// Removes the upstream's Server and User-Agent headers from what goes to the public
     /// side: a product name and version tell a scanner which exploits to try.
     fn remove_fingerprints(&mut self, msg: &Message<'_>) -> Result<(), DropReason> {
-        for header in msg.headers() {
-            if matches!(header.name, HeaderName::Server | HeaderName::UserAgent) {
-                self.editor
-                    .remove_header(msg, header.index)
-                    .map_err(|_| DropReason::Unroutable)?;
-            }
+        self.remove_headers(msg, |name| {
+            matches!(name, HeaderName::Server | HeaderName::UserAgent)
+        })
+    }
+
+    /// Removes every header whose name `remove` picks.
+    fn remove_headers(
+        &mut self,
+        msg: &Message<'_>,
+        remove: impl Fn(HeaderName) -> bool,
+    ) -> Result<(), DropReason> {
+        for header in msg.headers().filter(|header| remove(header.name)) {
+            self.editor
+                .remove_header(msg, header.index)
+                .map_err(|_| DropReason::Unroutable)?;
         }
         Ok(())
     }
@@ -958,19 +960,6 @@ fn lock(policy: &SharedPolicy) -> MutexGuard<'_, Engine> {
     policy
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The digest user name of the request's credentials, if it carries any: as sanity
-/// parsed them, or parsed here if that check is disabled.
-fn credentials_user<'a>(msg: &Message<'a>, checked: &Checked<'a>) -> Option<&'a [u8]> {
-    let credentials = match checked.credentials {
-        Some(credentials) => credentials,
-        None => msg
-            .authorization()
-            .or_else(|| msg.proxy_authorization())?
-            .ok()?,
-    };
-    credentials.digest?.username
 }
 
 /// The reason phrase of a response.

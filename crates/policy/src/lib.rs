@@ -647,7 +647,7 @@ impl Engine {
     ) -> Option<Verdict> {
         let method = msg.method()?;
         let initial = checked.to.is_none_or(|to| to.tag().is_none());
-        let credentials = credentials_user(msg, checked);
+        let credentials = checked.digest_username(msg);
 
         // ACLs.
         if self.on(Rule::Acl)
@@ -657,7 +657,7 @@ impl Engine {
             enforce!(self.fire(Rule::Acl, key, now, || "source network not allowed".into()));
         }
         if self.on(Rule::MethodAcl) && !self.method_acls.is_empty() {
-            let name = method_name(method);
+            let name = method.as_bytes();
             let refused = self.method_acls.iter().any(|(m, allow, deny)| {
                 m.as_bytes().eq_ignore_ascii_case(name)
                     && ((!allow.is_empty() && !allow.contains(ip)) || deny.contains(ip))
@@ -753,7 +753,7 @@ impl Engine {
                     enforce!(self.fire(rule, key, now, || {
                         format!(
                             "{rate} new {} per minute (limit {limit})",
-                            lossy(method_name(method))
+                            lossy(method.as_bytes())
                         )
                     }));
                 }
@@ -1275,39 +1275,6 @@ fn record<K: Eq + Hash + Copy>(
     }
     times.push_back(now);
     times.len() as u32
-}
-
-/// The digest user name of the request's credentials, if it carries any: as sanity
-/// parsed them, or parsed here if that check is disabled.
-fn credentials_user<'a>(msg: &Message<'a>, checked: &Checked<'a>) -> Option<&'a [u8]> {
-    let credentials = match checked.credentials {
-        Some(credentials) => credentials,
-        None => msg
-            .authorization()
-            .or_else(|| msg.proxy_authorization())?
-            .ok()?,
-    };
-    credentials.digest?.username
-}
-
-fn method_name<'a>(method: Method<'a>) -> &'a [u8] {
-    match method {
-        Method::Invite => b"INVITE",
-        Method::Ack => b"ACK",
-        Method::Bye => b"BYE",
-        Method::Cancel => b"CANCEL",
-        Method::Register => b"REGISTER",
-        Method::Options => b"OPTIONS",
-        Method::Info => b"INFO",
-        Method::Update => b"UPDATE",
-        Method::Prack => b"PRACK",
-        Method::Subscribe => b"SUBSCRIBE",
-        Method::Notify => b"NOTIFY",
-        Method::Message => b"MESSAGE",
-        Method::Refer => b"REFER",
-        Method::Publish => b"PUBLISH",
-        Method::Other(token) => token,
-    }
 }
 
 fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {

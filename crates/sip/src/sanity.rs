@@ -324,6 +324,21 @@ pub struct Checked<'a> {
     contacts_parsed: bool,
 }
 
+impl<'a> Checked<'a> {
+    /// The digest user name of the request's credentials, if it carries any: as the
+    /// Authorization check parsed them, or parsed here if that check is disabled.
+    pub fn digest_username(&self, msg: &Message<'a>) -> Option<&'a [u8]> {
+        let credentials = match self.credentials {
+            Some(credentials) => credentials,
+            None => msg
+                .authorization()
+                .or_else(|| msg.proxy_authorization())?
+                .ok()?,
+        };
+        credentials.digest?.username
+    }
+}
+
 fn is_sip_2_0(version: &[u8]) -> bool {
     version.eq_ignore_ascii_case(b"SIP/2.0")
 }
