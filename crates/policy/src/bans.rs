@@ -95,12 +95,44 @@ impl BanTable {
     }
 
     /// Takes over the records of `old` (a reload): bans of sources that are protected
-    /// now are lifted.
-    pub fn adopt(&mut self, old: &mut BanTable) {
+    /// now are lifted, and those that were active are appended to `lifted` (so the kernel
+    /// and the store can follow).
+    pub fn adopt(&mut self, old: &mut BanTable, now: Millis, lifted: &mut Vec<SourceKey>) {
         self.bans = std::mem::take(&mut old.bans);
+        self.evicted = old.evicted;
         let protected = &self.protected;
-        self.bans
-            .retain(|source, _| !protected.contains(source.addr()));
+        self.bans.retain(|source, entry| {
+            if !protected.contains(source.addr()) {
+                return true;
+            }
+            if entry.ban.is_active(now) {
+                lifted.push(*source);
+            }
+            false
+        });
+    }
+
+    /// Puts back a ban read from the store at start-up, as it was (no growth, no
+    /// event). A ban already held for the source is kept if it ends later.
+    pub fn restore(&mut self, ban: Ban) -> Result<(), BanRefused> {
+        if self.is_protected(ban.source) {
+            return Err(BanRefused::Protected);
+        }
+        if let Some(entry) = self.bans.get(&ban.source) {
+            if entry.ban.until >= ban.until {
+                return Ok(());
+            }
+        } else if self.bans.len() >= self.capacity {
+            self.make_room(ban.since);
+        }
+        self.bans.insert(
+            ban.source,
+            Entry {
+                ban,
+                end_reported: false,
+            },
+        );
+        Ok(())
     }
 
     /// True if `source` can never be banned.

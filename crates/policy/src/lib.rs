@@ -418,6 +418,10 @@ pub struct Engine {
     hash_keys: (u64, u64),
     nonce_counter: u64,
     events: Vec<Event>,
+    /// Events recorded so far ([`Engine::events_recorded`]).
+    events_recorded: u64,
+    /// The latest time the engine was told of by an event or a tick.
+    last_now: Millis,
     counters: Counters,
     ended: Vec<SourceKey>,
 }
@@ -533,6 +537,8 @@ impl Engine {
             hash_keys: (key(k0), key(k1)),
             nonce_counter: 0,
             events: Vec::new(),
+            events_recorded: 0,
+            last_now: 0,
             counters: Counters::default(),
             ended: Vec::new(),
         }
@@ -546,7 +552,9 @@ impl Engine {
         seed[8..].copy_from_slice(&self.hash_keys.1.to_le_bytes());
         let mut next = Engine::new(config, protected, seed);
         next.own_addresses = own.to_vec();
-        next.bans.adopt(&mut self.bans);
+        let mut lifted = Vec::new();
+        let now = self.last_now;
+        next.bans.adopt(&mut self.bans, now, &mut lifted);
         next.trust = std::mem::take(&mut self.trust);
         next.failures = std::mem::take(&mut self.failures);
         next.user_failures = std::mem::take(&mut self.user_failures);
@@ -557,7 +565,32 @@ impl Engine {
         next.nonce_counter = self.nonce_counter;
         next.events = std::mem::take(&mut self.events);
         next.counters = std::mem::take(&mut self.counters);
+        next.events_recorded = self.events_recorded;
+        next.last_now = self.last_now;
         *self = next;
+        for source in lifted {
+            self.push_event(Event {
+                at: now,
+                rule: Rule::Manual,
+                source,
+                reason: "protected by the new configuration".into(),
+                taken: Taken::Unbanned,
+            });
+        }
+    }
+
+    /// Puts back a ban read from the store at start-up, as it was: no event (it is on disk
+    /// already) and no growth of its TTL. Refused for a source protected by the current
+    /// configuration.
+    pub fn restore(&mut self, ban: Ban) -> Result<(), BanRefused> {
+        self.bans.restore(ban)
+    }
+
+    /// Events recorded since the engine was created, those lost to a full queue included:
+    /// a caller that has just made a ban waits until whoever drains the events has handled
+    /// this many (the admin endpoint acknowledges a ban once it is on disk).
+    pub fn events_recorded(&self) -> u64 {
+        self.events_recorded
     }
 
     /// Declares the edge's own addresses: a Request-URI naming one of them is addressed
@@ -942,6 +975,7 @@ impl Engine {
     /// Periodic work (call a few times per second): challenges left unanswered, ends of
     /// bans, forgetting old records.
     pub fn tick(&mut self, now: Millis) {
+        self.last_now = self.last_now.max(now);
         let mut late: Vec<SourceKey> = Vec::new();
         self.pending.retain(|key, entries| {
             let before = entries.len();
@@ -1080,6 +1114,8 @@ impl Engine {
     }
 
     fn push_event(&mut self, event: Event) {
+        self.events_recorded += 1;
+        self.last_now = self.last_now.max(event.at);
         if self.events.len() < EVENT_CAPACITY {
             self.events.push(event);
         } else {

@@ -623,6 +623,52 @@ fn manual_bans_and_unbans() {
 }
 
 #[test]
+fn restored_bans_hold_as_they_were_and_protected_sources_are_refused() {
+    let mut e = engine("admin_networks = [\"198.51.100.0/24\"]\n");
+    let key = SourceKey::parse("192.0.2.9", 64).unwrap();
+    let ban = Ban {
+        source: key,
+        rule: Rule::AuthFailures,
+        reason: "3 failures".into(),
+        since: 0,
+        until: 9_000,
+        hits: 0,
+        offences: 2,
+        kind: BanKind::Drop,
+    };
+    e.restore(ban.clone()).unwrap();
+    assert_eq!(e.admit(ip("192.0.2.9"), 8_999), Verdict::Drop);
+    assert_eq!(e.admit(ip("192.0.2.9"), 9_000), Verdict::Pass);
+    // Restoring makes no event: the ban is on disk and in the kernel already.
+    assert!(events(&mut e).iter().all(|ev| ev.taken == Taken::Expired));
+    // The next ban of the source grows from the restored offences.
+    let next = e.ban(key, "again", None, 10_000).unwrap();
+    assert_eq!(next.offences, 3);
+    let admin = SourceKey::parse("198.51.100.7", 64).unwrap();
+    assert_eq!(
+        e.restore(Ban {
+            source: admin,
+            ..ban
+        }),
+        Err(BanRefused::Protected)
+    );
+}
+
+#[test]
+fn a_reload_that_protects_a_banned_source_lifts_its_ban_with_an_event() {
+    let mut e = engine("");
+    let key = SourceKey::parse("192.0.2.9", 64).unwrap();
+    e.ban(key, "manual", None, 0).unwrap();
+    let recorded = e.events_recorded();
+    let config: PolicyConfig = toml::from_str("admin_networks = [\"192.0.2.0/24\"]\n").unwrap();
+    e.reconfigure(&config, &[ip("10.0.0.5")], &[]);
+    assert_eq!(e.admit(ip("192.0.2.9"), 1), Verdict::Pass);
+    let taken: Vec<Taken> = events(&mut e).into_iter().map(|ev| ev.taken).collect();
+    assert_eq!(taken.last(), Some(&Taken::Unbanned));
+    assert_eq!(e.events_recorded(), recorded + 1);
+}
+
+#[test]
 fn offences_found_by_the_edge_use_their_rules() {
     let mut e = engine("");
     // Default: the edge answers as usual, the offence is counted.
