@@ -10,4 +10,5 @@
 //! - the host firewall policy (`inet sipwall`), compiled from the `[firewall]` section and
 //!   applied atomically with a rollback unless confirmed.
 
+pub mod conntrack;
 pub mod sets;
