@@ -165,7 +165,7 @@ impl BanSets {
                     end -= 1;
                 }
                 stderr.truncate(end);
-                stderr.push_str("…");
+                stderr.push('…');
             }
             Err(SetsError::Refused {
                 status: output.status,
@@ -315,7 +315,7 @@ mod tests {
         let script = changes_script(&[
             Change::Ban {
                 source: net("192.0.2.7/32"),
-                ttl: Duration::from_millis(1800_500),
+                ttl: Duration::from_millis(1_800_500),
             },
             Change::Unban {
                 source: net("2001:db8:1:2::/64"),
