@@ -1,6 +1,8 @@
 //! The ban sets and the conntrack sweep against the real kernel, inside a network
 //! namespace each test creates and removes (run as root; `nft` and `ip` must exist).
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
