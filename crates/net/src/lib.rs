@@ -114,7 +114,13 @@ fn reuseport_udp(address: SocketAddr) -> io::Result<UdpSocket> {
 
 impl Server {
     /// Binds every listener and starts the tasks. Must be called inside a tokio runtime.
-    pub async fn start(config: NetConfig, policy: SharedPolicy) -> io::Result<Server> {
+    /// `clock` is the origin of the pipeline's clock (bans restored before the start
+    /// were timed against it).
+    pub async fn start(
+        config: NetConfig,
+        policy: SharedPolicy,
+        clock: Instant,
+    ) -> io::Result<Server> {
         let workers = config.workers.max(1);
         let mut config = config;
         // Bind the first socket of each address to learn the port when 0 was given.
@@ -164,7 +170,6 @@ impl Server {
         for _ in 1..workers {
             udp_sockets.push((Side::Inner, Arc::new(reuseport_udp(inner)?)));
         }
-        let clock = Instant::now();
         let shared = Arc::new(Shared {
             inner: inner_first,
             public_udp,
@@ -220,30 +225,24 @@ fn refresh(edge: &mut Edge, config: &mut watch::Receiver<Arc<NetConfig>>, shared
     }
 }
 
-/// The pipeline's periodic work (unanswered challenges, ends of bans), and its events
-/// written to the log: one line per decision, with the rule, the source, the action and
-/// the reason, in a form fail2ban can also read.
+/// The pipeline's periodic work (unanswered challenges, ends of bans). Its events are
+/// drained by whoever keeps the bans (the daemon's keeper: disk, kernel, log).
 async fn policy_ticker(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(POLICY_TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut events: Vec<Event> = Vec::new();
     loop {
         tokio::select! {
             _ = interval.tick() => {}
             _ = stop.changed() => return,
         }
-        {
-            let mut policy = shared.policy.lock().unwrap_or_else(|p| p.into_inner());
-            policy.tick(shared.now());
-            policy.drain_events(&mut events);
-        }
-        for event in events.drain(..) {
-            log_event(&event);
-        }
+        let mut policy = shared.policy.lock().unwrap_or_else(|p| p.into_inner());
+        policy.tick(shared.now());
     }
 }
 
-fn log_event(event: &Event) {
+/// Writes one event of the pipeline to the log: one line per decision, with the rule,
+/// the source, the action and the reason, in a form fail2ban can also read.
+pub fn log_event(event: &Event) {
     let rule = event.rule.name();
     let source = event.source;
     let reason = &event.reason;

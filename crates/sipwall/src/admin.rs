@@ -9,6 +9,11 @@
 //!   bans a source (an IPv4 address, or an IPv6 address or prefix); refused with 403 for
 //!   admin networks, trusted peers and the upstream.
 //! - `DELETE /v1/bans/{source}`: lifts a ban.
+//! - `GET /v1/keeper`: what the keeper of bans has done (restored bans, kernel
+//!   transactions, decision-to-kernel times, store errors).
+//!
+//! A ban or unban is acknowledged once the keeper has carried it to the kernel and the
+//! disk; if the disk fails, the answer is 503 and says that the ban holds in memory only.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,6 +29,9 @@ use axum::routing::{delete, get};
 use serde::{Deserialize, Serialize};
 use sipwall_edge::SharedPolicy;
 use sipwall_policy::{Ban, BanKind, Engine, Millis};
+use tokio::sync::watch;
+
+use crate::keeper::Progress;
 
 /// What the endpoint shares with its handlers.
 #[derive(Clone)]
@@ -32,7 +40,12 @@ struct Admin {
     token: String,
     /// The origin of the pipeline's clock (the runtime's).
     clock: Instant,
+    /// What the keeper of bans has done.
+    progress: watch::Receiver<Progress>,
 }
+
+/// How long an acknowledgement waits for the keeper.
+const PERSIST_WAIT: Duration = Duration::from_secs(5);
 
 impl Admin {
     fn now(&self) -> Millis {
@@ -99,14 +112,17 @@ pub async fn serve(
     policy: SharedPolicy,
     token: String,
     clock: Instant,
+    progress: watch::Receiver<Progress>,
 ) {
     let state = Admin {
         policy,
         token,
         clock,
+        progress,
     };
     let app = axum::Router::new()
         .route("/v1/bans", get(list).post(add))
+        .route("/v1/keeper", get(keeper))
         .route("/v1/bans/{*source}", delete(remove))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state);
@@ -143,38 +159,86 @@ async fn list(State(admin): State<Admin>) -> Json<Vec<BanView>> {
 
 async fn add(State(admin): State<Admin>, Json(new): Json<NewBan>) -> Response {
     let now = admin.now();
-    let mut engine = admin.engine();
-    let Some(key) = engine.parse_source(&new.source) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("not an address or IPv6 prefix: {}\n", new.source),
-        )
-            .into_response();
-    };
     let reason = new
         .reason
         .unwrap_or_else(|| "banned by an administrator".to_string());
     let ttl = new.ttl_seconds.map(|s| s.saturating_mul(1000));
-    match engine.ban(key, &reason, ttl, now) {
-        Ok(ban) => (StatusCode::CREATED, Json(BanView::new(&ban, now))).into_response(),
-        Err(error) => (StatusCode::FORBIDDEN, format!("{error}\n")).into_response(),
+    // The engine's lock is released before waiting for the keeper.
+    let decided = {
+        let mut engine = admin.engine();
+        match engine.parse_source(&new.source) {
+            None => Err((
+                StatusCode::BAD_REQUEST,
+                format!("not an address or IPv6 prefix: {}\n", new.source),
+            )),
+            Some(key) => match engine.ban(key, &reason, ttl, now) {
+                Ok(ban) => Ok((key, ban, engine.events_recorded())),
+                Err(error) => Err((StatusCode::FORBIDDEN, format!("{error}\n"))),
+            },
+        }
+    };
+    let (key, ban, ticket) = match decided {
+        Ok(decided) => decided,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match admin.handled(ticket).await {
+        Ok(()) => (StatusCode::CREATED, Json(BanView::new(&ban, now))).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{key} is banned in memory but not acknowledged: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn keeper(State(admin): State<Admin>) -> Json<Progress> {
+    Json(admin.progress.borrow().clone())
+}
+
+impl Admin {
+    /// Waits until the keeper has handled `ticket` events (the ban is in the kernel and
+    /// on disk); says why not otherwise.
+    async fn handled(&self, ticket: u64) -> Result<(), String> {
+        let mut progress = self.progress.clone();
+        let wait = progress.wait_for(|p| p.handled >= ticket);
+        match tokio::time::timeout(PERSIST_WAIT, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err("the keeper of bans has stopped".into()),
+            Err(_) => Err(self
+                .progress
+                .borrow()
+                .store_error
+                .clone()
+                .unwrap_or_else(|| "the keeper of bans did not answer in time".into())),
+        }
     }
 }
 
 async fn remove(State(admin): State<Admin>, Path(source): Path<String>) -> Response {
     let now = admin.now();
-    let mut engine = admin.engine();
-    let Some(key) = engine.parse_source(&source) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("not an address or IPv6 prefix: {source}\n"),
-        )
-            .into_response();
+    // The engine's lock is released before waiting for the keeper.
+    let decided = {
+        let mut engine = admin.engine();
+        match engine.parse_source(&source) {
+            None => Err((
+                StatusCode::BAD_REQUEST,
+                format!("not an address or IPv6 prefix: {source}\n"),
+            )),
+            Some(key) if engine.unban(key, now) => Ok((key, engine.events_recorded())),
+            Some(key) => Err((StatusCode::NOT_FOUND, format!("{key} is not banned\n"))),
+        }
     };
-    if engine.unban(key, now) {
-        (StatusCode::OK, format!("lifted the ban of {key}\n")).into_response()
-    } else {
-        (StatusCode::NOT_FOUND, format!("{key} is not banned\n")).into_response()
+    let (key, ticket) = match decided {
+        Ok(decided) => decided,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match admin.handled(ticket).await {
+        Ok(()) => (StatusCode::OK, format!("lifted the ban of {key}\n")).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the ban of {key} is lifted in memory but not acknowledged: {why}\n"),
+        )
+            .into_response(),
     }
 }
 

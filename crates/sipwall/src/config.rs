@@ -5,7 +5,7 @@
 //! the error points at the offending value.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -42,6 +42,46 @@ pub struct Config {
     /// The local admin endpoint.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Where bans are kept: on disk and in the kernel.
+    #[serde(default)]
+    pub bans: BansConfig,
+}
+
+/// `[bans]`: persistence and kernel enforcement of the bans.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BansConfig {
+    /// The SQLite file of the bans (relative paths are relative to the configuration
+    /// file's directory); an empty string keeps bans in memory only.
+    pub store: PathBuf,
+    /// Kernel enforcement through nftables sets.
+    pub kernel: KernelMode,
+    /// Most milliseconds between a ban decision and its batch reaching the kernel and
+    /// the disk.
+    pub batch_ms: u64,
+}
+
+impl Default for BansConfig {
+    fn default() -> Self {
+        BansConfig {
+            store: PathBuf::from("/var/lib/sipwall/bans.db"),
+            kernel: KernelMode::Auto,
+            batch_ms: 20,
+        }
+    }
+}
+
+/// Whether bans reach the kernel's nftables sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelMode {
+    /// Required: sipwall refuses to start without it.
+    On,
+    /// Used when possible (root, nft installed); otherwise a warning and bans are
+    /// enforced by sipwall alone.
+    Auto,
+    /// Not used.
+    Off,
 }
 
 /// `[admin]`: the endpoint of `sipwall bans` (off without a token).
@@ -256,6 +296,12 @@ impl Config {
         if self.admin.token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(("admin.token", "at least 16 characters".into()));
         }
+        if !(1..=10_000).contains(&self.bans.batch_ms) {
+            return Err((
+                "bans.batch_ms",
+                "must be between 1 and 10000 milliseconds".into(),
+            ));
+        }
         if !(1..=128).contains(&self.policy.ipv6_prefix) {
             return Err(("policy.ipv6_prefix", "must be between 1 and 128".into()));
         }
@@ -328,6 +374,16 @@ impl Config {
             .collect();
         own.push(self.inner.address.ip());
         own
+    }
+
+    /// The ban store's file, relative paths taken from `base` (the configuration file's
+    /// directory); `None` when bans are kept in memory only.
+    pub fn store_path(&self, base: &Path) -> Option<PathBuf> {
+        if self.bans.store.as_os_str().is_empty() {
+            None
+        } else {
+            Some(base.join(&self.bans.store))
+        }
     }
 
     /// True if the key is the example's.
@@ -469,5 +525,27 @@ mod tests {
         );
         let text = error(&GOOD.replace("example-admin-token-change-me", "short"));
         assert!(text.contains("admin.token"), "{text}");
+    }
+
+    #[test]
+    fn bans_errors_name_their_key() {
+        let text = error(&GOOD.replace("kernel = \"auto\"", "kernel = \"maybe\""));
+        assert!(
+            text.contains("bans.kernel") && text.contains("unknown variant"),
+            "{text}"
+        );
+        let text = error(&GOOD.replace("batch_ms = 20", "batch_ms = 0"));
+        assert!(text.contains("bans.batch_ms"), "{text}");
+        let config = Config::parse(GOOD, "sipwall.toml").unwrap();
+        assert_eq!(
+            config.store_path(Path::new("/etc/sipwall")),
+            Some(PathBuf::from("/etc/sipwall/state/bans.db"))
+        );
+        let memory = Config::parse(
+            &GOOD.replace("store = \"state/bans.db\"", "store = \"\""),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(memory.store_path(Path::new("/etc/sipwall")), None);
     }
 }

@@ -12,6 +12,7 @@
 
 mod admin;
 mod config;
+mod keeper;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -250,8 +251,23 @@ fn run_proxy(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             .build()
     }
     .context("starting the runtime")?;
+    // The engine's clock starts here: bans restored from the store are timed against it.
+    let clock = std::time::Instant::now();
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    let keeper = keeper::Keeper::start(
+        keeper::Settings {
+            store: loaded.store_path(base),
+            kernel: loaded.bans.kernel,
+            batch: std::time::Duration::from_millis(loaded.bans.batch_ms),
+            ipv6_prefix: loaded.policy.ipv6_prefix,
+            nft: "nft".into(),
+        },
+        policy.clone(),
+        clock,
+    )?;
+    let progress = keeper.progress.clone();
     runtime.block_on(async move {
-        let server = sipwall_net::Server::start(net, policy.clone())
+        let server = sipwall_net::Server::start(net, policy.clone(), clock)
             .await
             .context("binding the listeners")?;
         for (transport, address) in &server.bound {
@@ -269,6 +285,7 @@ fn run_proxy(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                     policy.clone(),
                     token.clone(),
                     server.clock,
+                    progress.clone(),
                 ))))
             }
             None => {
@@ -301,6 +318,8 @@ fn run_proxy(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         server.shutdown().await;
         anyhow::Ok(())
     })?;
+    // A last batch: every ban decided before the stop reaches the disk.
+    drop(keeper);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -45,8 +45,9 @@ impl World {
         let config = format!(
             "[listen]\nudp = [\"127.0.0.1:{edge}\"]\ntcp = [\"127.0.0.1:{edge}\"]\n\
 [inner]\naddress = \"127.0.0.1:{inner}\"\n[upstream]\naddress = \"127.0.0.1:{registrar}\"\n\
-[keys]\ncurrent = \"{}\"\n[runtime]\nworkers = 2\n",
-            "cd".repeat(32)
+[keys]\ncurrent = \"{}\"\n[runtime]\nworkers = 2\n{}",
+            "cd".repeat(32),
+            common::TEST_BANS
         );
         std::fs::write(work.join("sipwall.toml"), config).expect("config");
         let sipwall = Command::new(env!("CARGO_BIN_EXE_sipwall"))

@@ -34,13 +34,18 @@ pub fn work_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The `[bans]` of a test edge: the store beside its configuration file, and no kernel
+/// sets (tests run side by side in one network namespace; the kernel is tested in
+/// namespaces of its own).
+pub const TEST_BANS: &str = "[bans]\nstore = \"bans.db\"\nkernel = \"off\"\n";
+
 /// The configuration of an edge on 127.0.0.1:`public` (UDP and TCP) in front of
 /// 127.0.0.1:`upstream`, with `extra` TOML appended.
 pub fn config(public: u16, inner: u16, upstream: u16, extra: &str) -> String {
     format!(
         "[listen]\nudp = [\"127.0.0.1:{public}\"]\ntcp = [\"127.0.0.1:{public}\"]\n\
 [inner]\naddress = \"127.0.0.1:{inner}\"\n[upstream]\naddress = \"127.0.0.1:{upstream}\"\n\
-[keys]\ncurrent = \"{}\"\n{extra}",
+[keys]\ncurrent = \"{}\"\n{TEST_BANS}{extra}",
         "ab".repeat(32)
     )
 }
