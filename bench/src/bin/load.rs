@@ -1,7 +1,7 @@
 //! A load generator and upstream responder for the edge proxy, for rates beyond what
 //! sipp can drive on these machines.
 //!
-//! Phones: `--sources` UDP sockets send pre-built OPTIONS requests to `--target` at
+//! Phones: `--sources` UDP sockets (bound to `--from`, 127.0.0.1 by default) send pre-built OPTIONS requests to `--target` at
 //! `--rate` messages per second for `--seconds`, each with a sequence number in its Via
 //! branch. Upstream: one socket on `--upstream` answers every request it receives with
 //! 200 OK. Each response that comes back to a phone socket is matched to its request by
@@ -53,6 +53,8 @@ struct Args {
     rate: u64,
     seconds: u64,
     sources: usize,
+    /// The address the phone sockets send from.
+    from: std::net::IpAddr,
     /// Processes whose CPU time is reported over the sending time (the proxy's).
     watch: Vec<u32>,
     /// Local UDP ports (the proxy's) whose receive-buffer drops are reported.
@@ -66,6 +68,7 @@ fn args() -> Args {
         rate: 10_000,
         seconds: 3,
         sources: 4,
+        from: "127.0.0.1".parse().unwrap(),
         watch: Vec::new(),
         watch_ports: Vec::new(),
     };
@@ -78,6 +81,7 @@ fn args() -> Args {
             "--rate" => args.rate = value.parse().unwrap(),
             "--seconds" => args.seconds = value.parse().unwrap(),
             "--sources" => args.sources = value.parse().unwrap(),
+            "--from" => args.from = value.parse().unwrap(),
             "--watch-ports" => {
                 args.watch_ports = value
                     .split(',')
@@ -375,7 +379,7 @@ fn main() {
     let latency_ns: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
     let start = Instant::now();
     let sockets: Vec<UdpSocket> = (0..args.sources)
-        .map(|_| bind("127.0.0.1:0".parse().unwrap()))
+        .map(|_| bind(SocketAddr::new(args.from, 0)))
         .collect();
     let receiver = {
         let clones = sockets.iter().map(|s| s.try_clone().unwrap()).collect();

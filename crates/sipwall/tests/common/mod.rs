@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod kamailio;
+pub mod netns;
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
