@@ -62,7 +62,9 @@ fn start(netns: &Netns, dir: &Path, run: usize) -> Guard {
 /// One admin request from inside the namespace's thread; the status and body.
 fn admin(method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(ADMIN).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -96,7 +98,14 @@ fn rand_tag() -> u64 {
 
 /// The packets counted by the ban set's IPv4 rule.
 fn dropped(edge: &Netns) -> u64 {
-    let listing = edge.run(&["nft", "list", "chain", "inet", "sipwall_bans", "drop_banned"]);
+    let listing = edge.run(&[
+        "nft",
+        "list",
+        "chain",
+        "inet",
+        "sipwall_bans",
+        "drop_banned",
+    ]);
     let line = listing
         .lines()
         .find(|line| line.contains("@ban4"))
@@ -149,8 +158,14 @@ fn a_banned_source_is_dropped_by_the_kernel_and_sipwall_receives_nothing() {
         (socket, answered)
     });
     let (socket, answered) = flow.join().unwrap();
-    assert_eq!(answered, 3, "the edge did not answer the attacker before the ban");
-    assert!(tracked_from(&edge, "10.77.0.2"), "no conntrack entry for the flow");
+    assert_eq!(
+        answered, 3,
+        "the edge did not answer the attacker before the ban"
+    );
+    assert!(
+        tracked_from(&edge, "10.77.0.2"),
+        "no conntrack entry for the flow"
+    );
 
     // The ban, through the CLI, acknowledged once on disk and in the kernel.
     let added = edge
@@ -202,7 +217,10 @@ fn a_banned_source_is_dropped_by_the_kernel_and_sipwall_receives_nothing() {
         .iter()
         .find(|ban| ban["source"] == "10.77.0.2")
         .unwrap_or_else(|| panic!("{body}"));
-    assert_eq!(ban["hits"], 0, "sipwall received packets of a banned source");
+    assert_eq!(
+        ban["hits"], 0,
+        "sipwall received packets of a banned source"
+    );
     // The flow's conntrack entry is removed by the keeper's sweep (at most once a second).
     let deadline = Instant::now() + Duration::from_secs(5);
     while tracked_from(&edge, "10.77.0.2") {

@@ -76,7 +76,19 @@ impl Netns {
     pub fn link(&self, other: &Netns, here: &str, there: &str) {
         // Interface names are per namespace: fixed ones do not collide.
         let (a, b) = ("swveth-a", "swveth-b");
-        self.run(&["ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", &other.name]);
+        self.run(&[
+            "ip",
+            "link",
+            "add",
+            a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b,
+            "netns",
+            &other.name,
+        ]);
         self.run(&["ip", "addr", "add", &format!("{here}/24"), "dev", a]);
         self.run(&["ip", "link", "set", a, "up"]);
         other.run(&["ip", "addr", "add", &format!("{there}/24"), "dev", b]);
@@ -86,6 +98,8 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
