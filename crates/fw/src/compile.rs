@@ -75,6 +75,9 @@ pub fn table(config: &FirewallConfig) -> String {
     network_set(&mut out, "admin4", "ipv4_addr", &admin4);
     network_set(&mut out, "admin6", "ipv6_addr", &admin6);
     let antispoof = !config.public_interfaces.is_empty();
+    if !antispoof {
+        out.push_str("    # No public_interfaces: no anti-spoofing rule.\n\n");
+    }
     if antispoof {
         network_set(&mut out, "bogon4", "ipv4_addr", &bogon4);
         network_set(&mut out, "bogon6", "ipv6_addr", &bogon6);
