@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use sipwall_edge::{EdgeConfig, KEY_LEN, Transport};
+use sipwall_fw::FirewallConfig;
 use sipwall_net::NetConfig;
 use sipwall_policy::PolicyConfig;
 use sipwall_sip::Limits;
@@ -42,6 +43,9 @@ pub struct Config {
     /// The local admin endpoint.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The host firewall (`sipwall firewall plan|apply`).
+    #[serde(default)]
+    pub firewall: FirewallConfig,
     /// Where bans are kept: on disk and in the kernel.
     #[serde(default)]
     pub bans: BansConfig,
@@ -264,6 +268,17 @@ impl Config {
             let at = find_key(text, key).unwrap_or(0);
             locate(text, name, at, &message)
         })?;
+        config.firewall.validate().map_err(|invalid| {
+            let key = format!("firewall.{}", invalid.key);
+            // A key left at its default is not in the file: point at the section.
+            let at = find_key(text, &key)
+                .or_else(|| find_key(text, "firewall"))
+                .unwrap_or(0);
+            let (line, column) = line_column(text, at);
+            ConfigError {
+                text: format!("{name}:{line}:{column}: {key}: {}", invalid.message),
+            }
+        })?;
         Ok(config)
     }
 
@@ -386,6 +401,12 @@ impl Config {
         }
     }
 
+    /// Valid but probably unintended firewall settings (an admin-only SSH without admin
+    /// networks, …), for `check`, `plan` and `apply` to show.
+    pub fn firewall_warnings(&self) -> Vec<String> {
+        self.firewall.validate().unwrap_or_default()
+    }
+
     /// True if the key is the example's.
     pub fn uses_example_key(&self) -> bool {
         parse_hex_key(EXAMPLE_KEY).is_ok_and(|key| key == self.keys.current)
@@ -395,15 +416,22 @@ impl Config {
 /// `name:line:column: key: message` for byte offset `at` of `text`.
 fn locate(text: &str, name: &str, at: usize, message: &str) -> ConfigError {
     let at = at.min(text.len());
-    let before = &text[..at];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(at, |newline| at - newline - 1) + 1;
+    let (line, column) = line_column(text, at);
     let key = key_at(text, at);
     let text = match key {
         Some(key) => format!("{name}:{line}:{column}: {key}: {message}"),
         None => format!("{name}:{line}:{column}: {message}"),
     };
     ConfigError { text }
+}
+
+/// The line and column (both from 1) of byte offset `at` of `text`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let at = at.min(text.len());
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(at, |newline| at - newline - 1) + 1;
+    (line, column)
 }
 
 /// The dotted key defined on the line holding byte `at`: the nearest `[table]` header
@@ -547,5 +575,79 @@ mod tests {
         )
         .unwrap();
         assert_eq!(memory.store_path(Path::new("/etc/sipwall")), None);
+    }
+
+    #[test]
+    fn the_example_firewall_section_sets_every_key_to_its_default_but_admin_networks() {
+        let config = Config::parse(GOOD, "sipwall.toml").unwrap();
+        let example = FirewallConfig {
+            admin_networks: FirewallConfig::default().admin_networks,
+            ..config.firewall.clone()
+        };
+        assert_eq!(example, FirewallConfig::default());
+        assert_eq!(config.firewall.admin_networks.len(), 2);
+        assert!(config.firewall_warnings().is_empty());
+        assert!(Config::parse(&GOOD[..GOOD.find("[firewall]").unwrap()], "x").is_ok());
+    }
+
+    #[test]
+    fn firewall_errors_name_file_line_and_key() {
+        let line_of = |needle: &str| GOOD.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
+        for (from, to, key, message) in [
+            (
+                "ssh_ports = [22]",
+                "ssh_ports = [0]",
+                "firewall.ssh_ports",
+                "not a port",
+            ),
+            (
+                "rtp_ports = [\"10000-20000\"]",
+                "rtp_ports = [\"20000-10000\"]",
+                "firewall.rtp_ports",
+                "reversed",
+            ),
+            (
+                "blocklist = []",
+                "blocklist = [\"192.0.2.0/40\"]",
+                "firewall.blocklist",
+                "not an address or a network",
+            ),
+            (
+                "sip_packets_per_second = 100",
+                "sip_packets_per_second = 0",
+                "firewall.sip_packets_per_second",
+                "at least 1",
+            ),
+            (
+                "public_interfaces = []",
+                "public_interfaces = [\"eth0 \\\"\"]",
+                "firewall.public_interfaces",
+                "not an interface name",
+            ),
+            (
+                "agents = 10",
+                "agent = 10",
+                "firewall.agent",
+                "unknown field `agent`",
+            ),
+        ] {
+            let text = error(&GOOD.replace(from, to));
+            let line = line_of(from.split(' ').next().unwrap());
+            assert!(
+                text.starts_with(&format!("test.toml:{line}:")),
+                "{from}: {text}"
+            );
+            assert!(
+                text.contains(key) && text.contains(message),
+                "{from}: {text}"
+            );
+        }
+        // A key not in the file is blamed on the section.
+        let without = &GOOD[..GOOD.find("[firewall]").unwrap()];
+        let text = error(&format!("{without}[firewall]\nsip_burst = 0\n"));
+        assert!(
+            text.contains("firewall.sip_burst: must be at least 1"),
+            "{text}"
+        );
     }
 }

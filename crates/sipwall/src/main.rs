@@ -6,12 +6,16 @@
 //!   and key of the first error.
 //! - `sipwall bans list|add|del --config FILE` shows and changes the bans of a running
 //!   sipwall through its local admin endpoint.
+//! - `sipwall firewall plan|apply|confirm|status|audit --config FILE` compiles the
+//!   `[firewall]` section to the nftables table `inet sipwall`, loads it atomically with a
+//!   rollback unless confirmed, reports its counters, and audits the sysctl hardening.
 //! - `sipwall inspect` reads one SIP message and says what sipwall's parser and sanity
 //!   checks make of it: the verdict an edge proxy would reach, the rule behind a
 //!   rejection, and the status it would answer with.
 
 mod admin;
 mod config;
+mod firewall;
 mod keeper;
 
 use std::io::Read;
@@ -50,6 +54,17 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         action: BansAction,
+    },
+    /// The host firewall (nftables table inet sipwall): plan, apply, confirm, status, audit.
+    Firewall {
+        /// The configuration file (its `[firewall]` section).
+        #[arg(long, short, global = true, default_value = "sipwall.toml")]
+        config: PathBuf,
+        /// The nft binary.
+        #[arg(long, global = true, default_value = "nft", hide = true)]
+        nft: PathBuf,
+        #[command(subcommand)]
+        action: firewall::FirewallAction,
     },
     /// Parse one SIP message and print the verdict of the parser and sanity checks.
     ///
@@ -163,8 +178,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => run_proxy(&config),
         Command::Bans { config, action } => bans(&config, action),
+        Command::Firewall {
+            config,
+            nft,
+            action,
+        } => firewall::run(&config, &nft, action),
         Command::Check { config } => match config::Config::load(&config) {
             Ok(loaded) => {
+                for warning in loaded.firewall_warnings() {
+                    println!("{}: warning: {warning}", config.display());
+                }
                 if loaded.uses_example_key() {
                     println!(
                         "{}: warning: keys.current is the example key",
