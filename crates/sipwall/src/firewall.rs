@@ -78,7 +78,7 @@ pub fn run(config_path: &Path, nft: &Path, action: FirewallAction) -> anyhow::Re
         FirewallAction::Confirm => {
             let config = load(config_path)?;
             apply::confirm(&config.firewall.state_dir)?;
-            println!("confirmed: the rollback is cancelled, table inet sipwall stays as loaded");
+            say!("confirmed: the rollback is cancelled, table inet sipwall stays as loaded");
             Ok(ExitCode::SUCCESS)
         }
         FirewallAction::Status => status(config_path, &nft),
@@ -143,7 +143,7 @@ fn apply(config_path: &Path, nft: &Nft, confirm: Option<u64>) -> anyhow::Result<
         spawn,
     )
     .context("the previous ruleset is unchanged")?;
-    println!(
+    say!(
         "loaded table inet {} (and ensured table inet {})",
         compile::TABLE,
         sets::TABLE
@@ -159,13 +159,13 @@ fn apply(config_path: &Path, nft: &Nft, confirm: Option<u64>) -> anyhow::Result<
         } else {
             ""
         };
-        println!(
+        say!(
             "in {seconds} s a rollback {previous}{superseded}, unless you run:\n  \
              sipwall firewall confirm --config {}",
             config_path.display()
         );
     } else {
-        println!("no rollback: the table stays until the next apply");
+        say!("no rollback: the table stays until the next apply");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -174,47 +174,47 @@ fn status(config_path: &Path, nft: &Nft) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     match nft.table_status(compile::TABLE)? {
         Some(table) => {
-            println!("table inet {} (hook input)", compile::TABLE);
+            say!("table inet {} (hook input)", compile::TABLE);
             print_rules(&table);
         }
-        None => println!(
+        None => say!(
             "table inet {}: not loaded (sipwall firewall apply)",
             compile::TABLE
         ),
     }
     match nft.table_status(sets::TABLE)? {
         Some(table) => {
-            println!(
+            say!(
                 "table inet {} (hook prerouting, priority raw: before the table above)",
                 sets::TABLE
             );
             for set in &table.sets {
-                println!("  set {}: {} element(s)", set.name, set.elements);
+                say!("  set {}: {} element(s)", set.name, set.elements);
             }
             print_rules(&table);
         }
-        None => println!("table inet {}: not loaded", sets::TABLE),
+        None => say!("table inet {}: not loaded", sets::TABLE),
     }
     let state = StateDir::new(&config.firewall.state_dir);
     if let Some(pending) = state.pending()? {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |t| t.as_secs());
-        println!(
+        say!(
             "rollback armed: in {} s unless confirmed (sipwall firewall confirm)",
             pending.deadline.saturating_sub(now)
         );
     }
     if let Some(last) = state.last_rollback() {
-        println!("last rollback: {last}");
+        say!("last rollback: {last}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_rules(table: &TableStatus) {
-    println!("  {:>12} {:>14}  rule", "packets", "bytes");
+    say!("  {:>12} {:>14}  rule", "packets", "bytes");
     for rule in &table.rules {
-        println!("  {:>12} {:>14}  {}", rule.packets, rule.bytes, rule.name);
+        say!("  {:>12} {:>14}  {}", rule.packets, rule.bytes, rule.name);
     }
 }
 
@@ -224,25 +224,28 @@ fn audit(proc_sys: &Path) -> ExitCode {
     for finding in &findings {
         let current = finding.current.as_deref().unwrap_or("absent");
         let verdict = if finding.ok() { "ok " } else { "OFF" };
-        println!(
+        say!(
             "{verdict} {:<45} current {:<7} recommended {:<3} {}",
-            finding.setting.key, current, finding.setting.recommended, finding.setting.why
+            finding.setting.key,
+            current,
+            finding.setting.recommended,
+            finding.setting.why
         );
         if !finding.ok() {
             off.push(finding);
         }
     }
     if off.is_empty() {
-        println!("all {} settings as recommended", findings.len());
+        say!("all {} settings as recommended", findings.len());
         return ExitCode::SUCCESS;
     }
-    println!("\n{} setting(s) differ. Now:", off.len());
+    say!("\n{} setting(s) differ. Now:", off.len());
     for finding in &off {
-        println!("  {}", finding.sysctl_command());
+        say!("  {}", finding.sysctl_command());
     }
-    println!("Across reboots, in /etc/sysctl.d/90-sipwall.conf:");
+    say!("Across reboots, in /etc/sysctl.d/90-sipwall.conf:");
     for finding in &off {
-        println!("  {}", finding.sysctl_d_line());
+        say!("  {}", finding.sysctl_d_line());
     }
     ExitCode::from(1)
 }

@@ -13,6 +13,22 @@
 //!   checks make of it: the verdict an edge proxy would reach, the rule behind a
 //!   rejection, and the status it would answer with.
 
+/// Prints a line on standard output. A reader that went away (`sipwall … | head`) ends
+/// the program quietly with status 141, as SIGPIPE would end a C program, rather than
+/// with the panic of `println!`.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = writeln!(std::io::stdout(), $($arg)*) {
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(141);
+            }
+            eprintln!("sipwall: writing to standard output: {error}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 mod admin;
 mod config;
 mod firewall;
@@ -142,21 +158,30 @@ fn bans(path: &std::path::Path, action: BansAction) -> anyhow::Result<ExitCode> 
         BansAction::List => {
             let bans: Vec<admin::BanView> =
                 serde_json::from_str(&body).context("reading the list of bans")?;
-            println!(
+            say!(
                 "{:<26} {:<22} {:>8} {:>8} {:>4}  reason",
-                "source", "rule", "ttl_s", "hits", "nth"
+                "source",
+                "rule",
+                "ttl_s",
+                "hits",
+                "nth"
             );
             for ban in &bans {
-                println!(
+                say!(
                     "{:<26} {:<22} {:>8} {:>8} {:>4}  {}",
-                    ban.source, ban.rule, ban.ttl_seconds, ban.hits, ban.offences, ban.reason
+                    ban.source,
+                    ban.rule,
+                    ban.ttl_seconds,
+                    ban.hits,
+                    ban.offences,
+                    ban.reason
                 );
             }
-            println!("{} active ban(s)", bans.len());
+            say!("{} active ban(s)", bans.len());
         }
         BansAction::Add { .. } => {
             let ban: admin::BanView = serde_json::from_str(&body).context("reading the ban")?;
-            println!("banned {} for {} s", ban.source, ban.ttl_seconds);
+            say!("banned {} for {} s", ban.source, ban.ttl_seconds);
         }
         BansAction::Del { .. } => print!("{body}"),
     }
@@ -186,15 +211,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { config } => match config::Config::load(&config) {
             Ok(loaded) => {
                 for warning in loaded.firewall_warnings() {
-                    println!("{}: warning: {warning}", config.display());
+                    say!("{}: warning: {warning}", config.display());
                 }
                 if loaded.uses_example_key() {
-                    println!(
+                    say!(
                         "{}: warning: keys.current is the example key",
                         config.display()
                     );
                 }
-                println!("{}: ok", config.display());
+                say!("{}: ok", config.display());
                 Ok(ExitCode::SUCCESS)
             }
             Err(error) => {
@@ -360,30 +385,30 @@ fn inspect(bytes: &[u8], framing: Framing) -> ExitCode {
     let msg = match Message::parse(bytes, framing, &Limits::default()) {
         Ok(msg) => msg,
         Err(error) => {
-            println!("verdict: refuse (parser: {error})");
-            println!("answer: 400 Bad Request if the message can be answered, else drop");
+            say!("verdict: refuse (parser: {error})");
+            say!("answer: 400 Bad Request if the message can be answered, else drop");
             return ExitCode::from(1);
         }
     };
     match msg.start_line() {
-        StartLine::Request(line) => println!(
+        StartLine::Request(line) => say!(
             "request: {} {}",
             String::from_utf8_lossy(line.method.as_bytes()),
             String::from_utf8_lossy(line.uri)
         ),
-        StartLine::Response(line) => println!(
+        StartLine::Response(line) => say!(
             "response: {} {}",
             line.code,
             String::from_utf8_lossy(line.reason)
         ),
     }
-    println!(
+    say!(
         "headers: {}, body: {} bytes",
         msg.header_count(),
         msg.body().len()
     );
     if let Some(Ok(via)) = msg.top_via() {
-        println!(
+        say!(
             "top via: {} {} branch={}",
             String::from_utf8_lossy(via.transport),
             String::from_utf8_lossy(via.host_raw),
@@ -391,19 +416,19 @@ fn inspect(bytes: &[u8], framing: Framing) -> ExitCode {
         );
     }
     if let Some(agent) = msg.user_agent() {
-        println!("user-agent: {}", String::from_utf8_lossy(agent));
+        say!("user-agent: {}", String::from_utf8_lossy(agent));
     }
     match Sanity::new().check(&msg) {
         Ok(_) => {
-            println!("verdict: forward");
+            say!("verdict: forward");
             ExitCode::SUCCESS
         }
         Err(error) => {
-            println!("verdict: refuse (sanity {:?}: {error})", error.check());
+            say!("verdict: refuse (sanity {:?}: {error})", error.check());
             if msg.is_request() {
-                println!("answer: {}", error.status_code());
+                say!("answer: {}", error.status_code());
             } else {
-                println!("answer: drop (responses are never answered)");
+                say!("answer: drop (responses are never answered)");
             }
             ExitCode::from(1)
         }

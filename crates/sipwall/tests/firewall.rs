@@ -4,8 +4,8 @@
 //! apply is rolled back, a confirmed one stays, and a refused transaction leaves the
 //! previous ruleset in place.
 //!
-//! They need root, `nft` and `ip`. Without them the tests say so and pass, except in CI
-//! (`CI=true`), where a missing tool fails them.
+//! They need root, `nft` and `ip` (`scripts/test` installs the tools); without them they
+//! fail and say what is missing.
 
 use std::io::{ErrorKind, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 const SIPWALL: &str = env!("CARGO_BIN_EXE_sipwall");
 
-/// True if the tests can run; panics in CI when they cannot.
-fn kernel_tests_possible() -> bool {
+/// Fails the test, naming what is missing, when the kernel tests cannot run.
+fn require_kernel_tools() {
     let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
         status
             .lines()
@@ -31,15 +31,8 @@ fn kernel_tests_possible() -> bool {
         (_, _, false) => Some("ip (Debian package iproute2)"),
         _ => None,
     };
-    match missing {
-        None => true,
-        Some(what) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("the firewall tests need {what}")
-        }
-        Some(what) => {
-            eprintln!("skipped: the firewall tests need {what}");
-            false
-        }
+    if let Some(what) = missing {
+        panic!("the firewall tests need {what}");
     }
 }
 
@@ -209,9 +202,7 @@ fn the_plan_of_the_example_needs_no_kernel() {
 
 #[test]
 fn apply_loads_the_table_and_confirm_keeps_it() {
-    if !kernel_tests_possible() {
-        return;
-    }
+    require_kernel_tools();
     let netns = Netns::new();
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), "admin_networks = [\"192.0.2.0/24\"]");
@@ -293,9 +284,7 @@ fn apply_loads_the_table_and_confirm_keeps_it() {
 
 #[test]
 fn an_unconfirmed_apply_is_rolled_back() {
-    if !kernel_tests_possible() {
-        return;
-    }
+    require_kernel_tools();
     let netns = Netns::new();
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), "admin_networks = [\"192.0.2.0/24\"]");
@@ -344,9 +333,7 @@ fn an_unconfirmed_apply_is_rolled_back() {
 
 #[test]
 fn a_refused_transaction_leaves_the_previous_ruleset_in_place() {
-    if !kernel_tests_possible() {
-        return;
-    }
+    require_kernel_tools();
     let netns = Netns::new();
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), "admin_networks = [\"192.0.2.0/24\"]");
@@ -490,9 +477,7 @@ fn udp_reaches(from: IpAddr, to: IpAddr, port: u16) -> bool {
 
 #[test]
 fn traffic_is_accepted_and_dropped_as_the_policy_says() {
-    if !kernel_tests_possible() {
-        return;
-    }
+    require_kernel_tools();
     let netns = Netns::new();
     let link = veth(&netns);
     let dir = tempfile::tempdir().expect("temp dir");
