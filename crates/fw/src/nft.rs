@@ -15,7 +15,7 @@ use serde_json::Value;
 #[non_exhaustive]
 pub enum NftError {
     /// The binary could not be started.
-    #[error("running {program}: {source}")]
+    #[error("running {program}: {source} (is the nftables package installed?)")]
     Spawn {
         /// The path tried.
         program: String,
@@ -138,8 +138,20 @@ impl Nft {
     }
 }
 
+/// Most of nft's message kept: it echoes the refused statement, which for a batch of
+/// bans can hold thousands of elements, and the message goes to the log.
+const MAX_MESSAGE: usize = 2000;
+
 fn stderr_of(stderr: &[u8], status: std::process::ExitStatus) -> String {
-    let text = String::from_utf8_lossy(stderr).trim().to_owned();
+    let mut text = String::from_utf8_lossy(stderr).trim().to_owned();
+    if text.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
     if text.is_empty() {
         format!("no message ({status})")
     } else {

@@ -15,13 +15,12 @@
 //! removed by hand) is repaired by [`BanSets::resync`], which rewrites both sets from the
 //! daemon's list of active bans in one transaction.
 
-use std::io::Write;
-use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ipnet::IpNet;
+
+use crate::nft::{Nft, NftError};
 
 /// The table holding the ban sets.
 pub const TABLE: &str = "sipwall_bans";
@@ -72,48 +71,29 @@ pub enum Change {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SetsError {
-    /// `nft` could not be started (not installed?).
-    #[error("cannot run {}: {source} (is the nftables package installed?)", program.display())]
-    Spawn {
-        /// The program.
-        program: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// `nft` refused the transaction; nothing of it was applied.
-    #[error("nft refused the ban set transaction ({status}): {stderr}")]
-    Refused {
-        /// nft's exit status.
-        status: std::process::ExitStatus,
-        /// What nft said.
-        stderr: String,
-    },
+    /// `nft` could not run, or refused the transaction (then nothing of it applied).
+    #[error(transparent)]
+    Nft(#[from] NftError),
     /// An IPv4 source that is a prefix (the IPv4 set holds addresses).
     #[error("{0}: an IPv4 ban must be a single address")]
     Ipv4Prefix(IpNet),
 }
 
 /// The kernel's ban sets, changed through the `nft` program.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BanSets {
-    nft: PathBuf,
-}
-
-impl Default for BanSets {
-    fn default() -> Self {
-        BanSets::new("nft")
-    }
+    nft: Nft,
 }
 
 impl BanSets {
     /// Ban sets changed by running `nft` (a name looked up in `PATH`, or a path).
     pub fn new(nft: impl Into<PathBuf>) -> BanSets {
-        BanSets { nft: nft.into() }
+        BanSets { nft: Nft::new(nft) }
     }
 
     /// Creates the table, sets and chain where missing; existing elements stay.
     pub fn ensure(&self) -> Result<(), SetsError> {
-        self.run(&table_script())
+        Ok(self.nft.load(&table_script())?)
     }
 
     /// Applies `changes` in one transaction.
@@ -121,7 +101,7 @@ impl BanSets {
         if changes.is_empty() {
             return Ok(());
         }
-        self.run(&changes_script(changes)?)
+        Ok(self.nft.load(&changes_script(changes)?)?)
     }
 
     /// Replaces the content of both sets with `active` (source and remaining time) in
@@ -130,48 +110,7 @@ impl BanSets {
     /// banned prefix are left out (the interval set refuses overlaps; the larger prefix
     /// drops them anyway).
     pub fn resync(&self, active: &[(IpNet, Duration)]) -> Result<(), SetsError> {
-        self.run(&resync_script(active)?)
-    }
-
-    fn run(&self, script: &str) -> Result<(), SetsError> {
-        let mut child = Command::new(&self.nft)
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| SetsError::Spawn {
-                program: self.nft.clone(),
-                source,
-            })?;
-        // A write error means nft exited early; its status and stderr say why.
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(script.as_bytes());
-        }
-        let output = child
-            .wait_with_output()
-            .map_err(|source| SetsError::Spawn {
-                program: self.nft.clone(),
-                source,
-            })?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            let mut stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-            // nft echoes the whole statement; a ban storm must not fill the log.
-            if stderr.len() > 2000 {
-                let mut end = 2000;
-                while !stderr.is_char_boundary(end) {
-                    end -= 1;
-                }
-                stderr.truncate(end);
-                stderr.push('…');
-            }
-            Err(SetsError::Refused {
-                status: output.status,
-                stderr: stderr.trim().to_string(),
-            })
-        }
+        Ok(self.nft.load(&resync_script(active)?)?)
     }
 }
 
@@ -275,14 +214,10 @@ pub fn resync_script(active: &[(IpNet, Duration)]) -> Result<String, SetsError> 
     let v6: Vec<String> = kept
         .iter()
         .map(|(net, ttl)| {
-            let element = if net.prefix_len() == 128 {
-                net.addr().to_string()
-            } else {
-                net.to_string()
-            };
-            format!("{element} timeout {}", timeout(*ttl))
+            let (_, element) = element(IpNet::V6(*net))?;
+            Ok(format!("{element} timeout {}", timeout(*ttl)))
         })
-        .collect();
+        .collect::<Result<_, SetsError>>()?;
     for (set, elements) in [(SET_V4, v4), (SET_V6, v6)] {
         for chunk in elements.chunks(ELEMENTS_PER_STATEMENT) {
             script.push_str(&format!(
@@ -292,14 +227,6 @@ pub fn resync_script(active: &[(IpNet, Duration)]) -> Result<String, SetsError> 
         }
     }
     Ok(script)
-}
-
-/// The address an IPv4 or IPv6 source stands for, as a network: what the daemon passes.
-pub fn source_net(addr: IpAddr, prefix_len: u8) -> IpNet {
-    match addr {
-        IpAddr::V4(v4) => IpNet::V4(ipnet::Ipv4Net::new_assert(v4, 32)),
-        IpAddr::V6(v6) => IpNet::V6(ipnet::Ipv6Net::new_assert(v6, prefix_len.min(128)).trunc()),
-    }
 }
 
 #[cfg(test)]
@@ -395,7 +322,10 @@ mod tests {
         let active: Vec<(IpNet, Duration)> = (0..20_000u32)
             .map(|i| {
                 let addr = std::net::Ipv4Addr::from(0x0a00_0000 + i);
-                (source_net(IpAddr::V4(addr), 64), Duration::from_secs(60))
+                (
+                    IpNet::from(std::net::IpAddr::V4(addr)),
+                    Duration::from_secs(60),
+                )
             })
             .collect();
         let script = resync_script(&active).unwrap();

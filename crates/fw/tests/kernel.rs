@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use sipwall_fw::conntrack::Conntrack;
+use sipwall_fw::nft::NftError;
 use sipwall_fw::sets::{BanSets, Change, SetsError};
 
 /// A network namespace, removed when dropped.
@@ -170,7 +171,7 @@ fn a_resync_replaces_the_sets_and_repairs_what_a_batch_could_not_do() {
             },
         ]);
         assert!(
-            matches!(refused, Err(SetsError::Refused { .. })),
+            matches!(refused, Err(SetsError::Nft(NftError::Refused { .. }))),
             "{refused:?}"
         );
         sets.resync(&[
@@ -190,7 +191,7 @@ fn a_resync_replaces_the_sets_and_repairs_what_a_batch_could_not_do() {
 fn a_missing_nft_is_a_clear_error() {
     let sets = BanSets::new("/nonexistent/nft");
     let error = sets.ensure().unwrap_err();
-    assert!(matches!(error, SetsError::Spawn { .. }));
+    assert!(matches!(error, SetsError::Nft(NftError::Spawn { .. })));
     assert!(error.to_string().contains("nftables"), "{error}");
 }
 
