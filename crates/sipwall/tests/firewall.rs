@@ -7,6 +7,8 @@
 //! They need root, `nft` and `ip` (`scripts/test` installs the tools); without them they
 //! fail and say what is missing.
 
+mod common;
+
 use std::io::{ErrorKind, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -38,30 +40,32 @@ fn require_kernel_tools() {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// A network namespace, deleted when dropped (also when the test fails).
+/// A network namespace of these tests (deleted when dropped, also when the test fails),
+/// with a small number unique within this test run, for interface names and addresses.
 struct Netns {
-    name: String,
-    /// Small number unique within this test run, for interface names and addresses.
+    ns: common::netns::Netns,
     n: u32,
 }
 
 impl Netns {
     fn new() -> Netns {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("sw-fw-{}-{n}", std::process::id());
-        run("ip", &["netns", "add", &name]);
-        let netns = Netns { name, n };
-        netns.exec("ip", &["link", "set", "lo", "up"]);
-        netns
+        Netns {
+            ns: common::netns::Netns::new(&format!("fw{n}")),
+            n,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.ns.name
     }
 
     /// `program args` inside the namespace.
     fn output(&self, program: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .output()
-            .expect("run ip netns exec")
+        let command: Vec<&str> = std::iter::once(program)
+            .chain(args.iter().copied())
+            .collect();
+        self.ns.output(&command)
     }
 
     /// Like `output`, but the command must succeed.
@@ -77,8 +81,10 @@ impl Netns {
 
     /// Loads an nft script in the namespace.
     fn load(&self, script: &str) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+        let mut child = self
+            .ns
+            .command("nft")
+            .args(["-f", "-"])
             .stdin(Stdio::piped())
             .spawn()
             .expect("run nft");
@@ -115,15 +121,6 @@ impl Netns {
             .next()
             .and_then(|n| n.parse().ok())
             .expect("a packet count")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // The veth pair goes with the namespace.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
     }
 }
 
@@ -398,7 +395,7 @@ fn veth(netns: &Netns) -> Link {
             "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
         ],
     );
-    run("ip", &["link", "set", &ns_if, "netns", &netns.name]);
+    run("ip", &["link", "set", &ns_if, "netns", netns.name()]);
     for address in [
         format!("10.254.{octet}.1/24"),
         format!("10.254.{octet}.5/24"),
