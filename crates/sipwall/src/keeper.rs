@@ -382,6 +382,8 @@ impl Worker {
                         source: source.network(),
                     });
                 }
+                // The kernel times the element out by itself, but its timeout is rounded
+                // up to a whole second: the unban keeps the two ends together.
                 Taken::Expired => batch.changes.push(Change::Unban {
                     source: source.network(),
                 }),

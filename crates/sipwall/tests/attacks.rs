@@ -27,7 +27,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::kamailio::{Kamailio, copy_dir, kamcmd, peers, require};
-use common::{Guard, Sipwall, config, free_port, sipp, start_sipwall, work_dir};
+use common::{Guard, Sipwall, config, free_port, sipp, sipp_counts, start_sipwall, work_dir};
 
 /// The user agent of an ordinary desk phone.
 const PHONE_UA: &str = "Yealink SIP-T46S 66.86.0.15";
@@ -527,20 +527,6 @@ fn svmap_learns_no_fingerprint_through_sipwall() {
         tail(&scanner, 5),
         tail(&phone, 5),
     );
-}
-
-/// Counts of sipp's final statistics screen: (successful, failed) calls.
-fn sipp_counts(stdout: &str) -> (u64, u64) {
-    let count = |label: &str| -> u64 {
-        stdout
-            .lines()
-            .filter(|line| line.contains(label))
-            .filter_map(|line| line.split('|').nth(2))
-            .filter_map(|cell| cell.trim().parse().ok())
-            .next_back()
-            .unwrap_or(0)
-    };
-    (count("Successful call"), count("Failed call"))
 }
 
 /// sipp toward the edge from `source`, ending by itself after `limit_s` seconds at the

@@ -63,16 +63,7 @@ fn run_uac(target: u16, transport: &str, calls: u32, dir: &Path) -> (u64, u64) {
         ])
         .output()
         .expect("run sipp uac");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let count = |label: &str| -> u64 {
-        text.lines()
-            .filter(|line| line.contains(label))
-            .filter_map(|line| line.split('|').nth(2))
-            .filter_map(|cell| cell.trim().parse().ok())
-            .next_back()
-            .unwrap_or(0)
-    };
-    (count("Successful call"), count("Failed call"))
+    common::sipp_counts(&String::from_utf8_lossy(&output.stdout))
 }
 
 #[test]

@@ -86,6 +86,20 @@ pub fn start_sipwall(dir: &Path, config_text: &str, probe_port: u16) -> Sipwall 
     }
 }
 
+/// Counts of sipp's final statistics screen: (successful, failed) calls.
+pub fn sipp_counts(stdout: &str) -> (u64, u64) {
+    let count = |label: &str| -> u64 {
+        stdout
+            .lines()
+            .filter(|line| line.contains(label))
+            .filter_map(|line| line.split('|').nth(2))
+            .filter_map(|cell| cell.trim().parse().ok())
+            .next_back()
+            .unwrap_or(0)
+    };
+    (count("Successful call"), count("Failed call"))
+}
+
 /// The path of sipp; fails the test if it is not installed.
 pub fn sipp() -> PathBuf {
     let found = Command::new("sh")
