@@ -155,13 +155,11 @@ fn sighup_switches_the_upstream_without_a_restart_and_sigterm_stops() {
     let reloaded = config(public, inner, second.local_addr().unwrap().port(), "");
     std::fs::write(&edge.config_path, reloaded).unwrap();
     let pid = edge.process.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let signal = |name: &str| {
+        let sent = Command::new("kill").args([name, &pid]).status().unwrap();
+        assert!(sent.success(), "kill {name} {pid}");
+    };
+    signal("-HUP");
     // The reload is asynchronous: the first message after it may still go the old way.
     let deadline = Instant::now() + Duration::from_secs(5);
     second
@@ -178,13 +176,7 @@ fn sighup_switches_the_upstream_without_a_restart_and_sigterm_stops() {
 
     // An invalid file is refused and the edge keeps its configuration.
     std::fs::write(&edge.config_path, "[listen]\nudp = 5").unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal("-HUP");
     std::thread::sleep(Duration::from_millis(300));
     second
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -192,13 +184,7 @@ fn sighup_switches_the_upstream_without_a_restart_and_sigterm_stops() {
     send(&phone);
     receive(&second);
 
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal("-TERM");
     let deadline = Instant::now() + Duration::from_secs(5);
     let exit = loop {
         if let Some(exit) = edge.process.0.try_wait().unwrap() {
