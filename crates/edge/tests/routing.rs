@@ -516,6 +516,25 @@ fn a_gone_flow_is_answered_430() {
     assert_eq!(parse(&reply).status_code(), Some(430));
 }
 
+/// A REGISTER from the phone through the edge, the registrar's answer with `status` and
+/// `extra` headers, and where the edge sends that answer, rewritten.
+fn registrar_answers(
+    edge: &mut Edge,
+    register: &str,
+    status: &str,
+    extra: &str,
+) -> (Option<Target>, Vec<u8>) {
+    let (_, forwarded, _) = run(
+        edge,
+        register.as_bytes(),
+        Side::Public,
+        phone(Transport::Udp),
+    );
+    let answer = register_answer(&parse(&forwarded), status, extra);
+    let (to, back, _) = run(edge, answer.as_bytes(), Side::Inner, upstream());
+    (to, back)
+}
+
 /// The registrar's answer to a forwarded REGISTER with another status line and
 /// `extra` headers.
 fn register_answer(forwarded: &Message<'_>, status: &str, extra: &str) -> String {
@@ -529,37 +548,25 @@ fn a_404_for_a_missing_user_reaches_the_phone_as_the_registrars_own_challenge() 
     let mut edge = edge();
     // A first REGISTER is challenged: the edge learns what a challenge looks like, and
     // the registrar's Server header stays inside.
-    let (_, forwarded, _) = run(
-        &mut edge,
-        REGISTER.as_bytes(),
-        Side::Public,
-        phone(Transport::Udp),
-    );
     let challenge = "WWW-Authenticate: Digest realm=\"example.com\", nonce=\"Z2hL5mC1n7Vq0bFi3xk8Wd4Eo6Ap9Rt2\", qop=\"auth\"\r\n";
-    let answer = register_answer(
-        &parse(&forwarded),
+    let (_, back) = registrar_answers(
+        &mut edge,
+        REGISTER,
         "401 Unauthorized",
         &format!("Server: kamailio (5.8.4 (x86_64/linux))\r\n{challenge}"),
     );
-    let (_, back, _) = run(&mut edge, answer.as_bytes(), Side::Inner, upstream());
     let text = String::from_utf8(back).unwrap();
     assert!(text.starts_with("SIP/2.0 401 Unauthorized\r\n"), "{text}");
     assert!(!text.contains("kamailio"), "{text}");
 
     // Another user does not exist: the registrar says so, the phone cannot tell.
     let missing = REGISTER.replace("alice", "zed").replace("reg-1@", "reg-2@");
-    let (_, forwarded, _) = run(
+    let (to, back) = registrar_answers(
         &mut edge,
-        missing.as_bytes(),
-        Side::Public,
-        phone(Transport::Udp),
-    );
-    let answer = register_answer(
-        &parse(&forwarded),
+        &missing,
         "404 Not Found",
         "Server: kamailio\r\nWarning: 399 pbx \"no such user\"\r\n",
     );
-    let (to, back, _) = run(&mut edge, answer.as_bytes(), Side::Inner, upstream());
     assert_eq!(to, Some(Target::Peer(phone(Transport::Udp))));
     let text = String::from_utf8(back.clone()).unwrap();
     assert!(text.starts_with("SIP/2.0 401 Unauthorized\r\n"), "{text}");
@@ -598,28 +605,16 @@ fn header_names(bytes: &[u8]) -> Vec<String> {
 fn a_disguised_404_has_the_headers_of_a_real_challenge_in_the_same_order() {
     let mut edge = edge();
     // Kamailio's challenge: the challenge, then Server, then Content-Length last.
-    let (_, forwarded, _) = run(
+    let (_, real) = registrar_answers(
         &mut edge,
-        REGISTER.as_bytes(),
-        Side::Public,
-        phone(Transport::Udp),
-    );
-    let real = register_answer(
-        &parse(&forwarded),
+        REGISTER,
         "401 Unauthorized",
         "WWW-Authenticate: Digest realm=\"example.com\", nonce=\"awIrvGsCKpDY/Ccvt1LIj+FsERHNBQ5L\", qop=\"auth\"\r\nServer: kamailio\r\n",
     );
-    let (_, real, _) = run(&mut edge, real.as_bytes(), Side::Inner, upstream());
     // Its 404 for a user that does not exist: Server, then Content-Length.
     let missing = REGISTER.replace("alice", "zed").replace("reg-1@", "reg-2@");
-    let (_, forwarded, _) = run(
-        &mut edge,
-        missing.as_bytes(),
-        Side::Public,
-        phone(Transport::Udp),
-    );
-    let answer = register_answer(&parse(&forwarded), "404 Not Found", "Server: kamailio\r\n");
-    let (_, disguised, _) = run(&mut edge, answer.as_bytes(), Side::Inner, upstream());
+    let (_, disguised) =
+        registrar_answers(&mut edge, &missing, "404 Not Found", "Server: kamailio\r\n");
     assert_eq!(
         header_names(&disguised),
         header_names(&real),
