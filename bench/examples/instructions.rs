@@ -43,6 +43,7 @@ fn main() {
             key: [7; sipwall_edge::KEY_LEN],
             previous_key: None,
             limits: Limits::default(),
+            topology: Default::default(),
         },
         {
             // The phone is a trusted peer: this workload is plain forwarding (the

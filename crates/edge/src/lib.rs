@@ -26,6 +26,7 @@
 //! The runtime (`sipwall-net`) calls [`Edge::handle`] with the bytes, the side, the
 //! peer's [`Flow`] and the time, and carries out the returned [`Action`].
 
+mod hide;
 mod reply;
 mod token;
 
@@ -40,7 +41,8 @@ use sipwall_sip::{
     Rport, Sanity, SanityError, Scheme, Uri, Via,
 };
 
-pub use token::{BadToken, Flow, KEY_LEN, Purpose, TokenCodec, Transport};
+pub use hide::TopologyConfig;
+pub use token::{BadToken, Flow, KEY_LEN, KeyId, Purpose, TokenCodec, Transport};
 
 /// URI parameter of a masked Contact that holds its token.
 const CONTACT_PARAM: &[u8] = b"swc";
@@ -57,6 +59,9 @@ type Branch = [u8; BRANCH_LEN];
 const HAD_CREDENTIALS: u8 = 1;
 /// Flag in the Via token: the request was outside a dialog (no To tag).
 const INITIAL: u8 = 2;
+/// Flag in the Via token: the phone knows the Call-ID by a mask, which the response must
+/// carry again (the identifier of its key follows the flags).
+const CALL_ID_MASKED: u8 = 4;
 /// Longest user name carried in a Via token (longer ones are cut: they are only
 /// counted).
 const MAX_TOKEN_USER: usize = 64;
@@ -89,6 +94,8 @@ pub struct EdgeConfig {
     pub previous_key: Option<[u8; KEY_LEN]>,
     /// Parser limits.
     pub limits: Limits,
+    /// What is hidden from the public side.
+    pub topology: TopologyConfig,
 }
 
 /// One message received.
@@ -178,6 +185,13 @@ pub struct Edge {
     text: Vec<u8>,
     /// Plaintext of a token being sealed.
     plain: Vec<u8>,
+    /// A list of entries being composed (Record-Route, Route), or a masked URI.
+    list: Vec<u8>,
+    /// The Call-ID of the current message as the phone sees it (masked tokens are bound
+    /// to it).
+    call_id: Vec<u8>,
+    /// The context a token is bound to.
+    context: Vec<u8>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -203,6 +217,9 @@ impl Edge {
             out: Vec::with_capacity(4096),
             text: Vec::with_capacity(512),
             plain: Vec::with_capacity(512),
+            list: Vec::with_capacity(512),
+            call_id: Vec::with_capacity(128),
+            context: Vec::with_capacity(128),
         }
     }
 
@@ -299,6 +316,33 @@ impl Edge {
     fn offence(&mut self, rule: Rule, source: IpAddr, reason: &str, inbound: &Inbound<'_>) -> bool {
         let verdict = lock(&self.policy).offence(rule, source, reason, inbound.now);
         matches!(verdict, Some(Verdict::Drop | Verdict::Honeypot))
+    }
+
+    /// A request from a phone carrying a masked value that does not open: an offence,
+    /// then refused (481 for the Call-ID of a dialog the edge never masked, 403
+    /// otherwise; nothing for an ACK).
+    fn forged(
+        &mut self,
+        msg: &Message<'_>,
+        checked: &Checked<'_>,
+        forged: hide::Forged,
+        inbound: &Inbound<'_>,
+    ) -> Result<Routed, DropReason> {
+        let reason = format!("forged masked {}", forged.what);
+        if self.offence(Rule::BadToken, inbound.flow.remote.ip(), &reason, inbound) {
+            return Err(DropReason::Policy);
+        }
+        if msg.method() == Some(Method::Ack) {
+            return Err(DropReason::BadToken);
+        }
+        let in_dialog = checked.to.is_some_and(|to| to.tag().is_some());
+        let code = if forged.what == "Call-ID" && in_dialog {
+            481
+        } else {
+            403
+        };
+        self.write_reply(msg, code, b"");
+        Ok(Routed::Reply)
     }
 
     /// The honeypot's answer: a plausible success, so that a scanner believes what it
@@ -403,8 +447,23 @@ impl Edge {
             return Ok(Routed::Reply);
         }
         self.editor.clear();
+        // Masks the edge gave out come back in the phone's requests: open them first.
+        let restored = self.restore_call_id(msg).and_then(|key| {
+            self.restore_uris(msg, checked)?;
+            if Self::has_masked_routes(msg, HeaderName::Route) {
+                self.restore_routes(msg, HeaderName::Route, true)?;
+                return Ok((key, true));
+            }
+            Ok((key, false))
+        });
+        let (call_id_key, routes_done) = match restored {
+            Ok(restored) => restored,
+            Err(forged) => return self.forged(msg, checked, forged, inbound),
+        };
         self.stamp_sender_via(msg, &top, inbound.flow)?;
-        self.pop_own_routes(msg)?;
+        if !routes_done {
+            self.pop_own_routes(msg)?;
+        }
         self.decrement_max_forwards(msg)?;
         self.mask_contacts(msg, inbound.flow)?;
         if creates_dialog(msg, checked) {
@@ -429,7 +488,13 @@ impl Edge {
         if checked.to.is_none_or(|to| to.tag().is_none()) {
             flags |= INITIAL;
         }
+        if call_id_key.is_some() {
+            flags |= CALL_ID_MASKED;
+        }
         self.plain.push(flags);
+        if let Some(key) = call_id_key {
+            self.plain.extend_from_slice(&key);
+        }
         if let Some(user) = user {
             self.plain
                 .extend_from_slice(&user[..user.len().min(MAX_TOKEN_USER)]);
@@ -479,21 +544,59 @@ impl Edge {
         self.editor
             .replace_request_uri(msg, &original)
             .map_err(|_| DropReason::Unroutable)?;
-        self.remove_fingerprints(msg)?;
-        self.pop_own_routes(msg)?;
+        self.scrub_headers(msg)?;
         self.decrement_max_forwards(msg)?;
-        if creates_dialog(msg, checked) {
-            // Facing the phone on top this time.
-            self.record_route(msg, public, flow.transport)?;
-            self.record_route(msg, self.config.inner, Transport::Udp)?;
+        if self.config.topology.hide {
+            self.hide_request_from_inner(msg, checked, flow, public, &branch)?;
+        } else {
+            self.pop_own_routes(msg)?;
+            if creates_dialog(msg, checked) {
+                // Facing the phone on top this time.
+                self.record_route(msg, public, flow.transport)?;
+                self.record_route(msg, self.config.inner, Transport::Udp)?;
+            }
+            self.text.clear();
+            push_via_prefix(&mut self.text, flow.transport, public, &branch);
+            self.editor
+                .push_via(msg, &self.text)
+                .map_err(|_| DropReason::Unroutable)?;
         }
-        self.text.clear();
-        push_via_prefix(&mut self.text, flow.transport, public, &branch);
-        self.editor
-            .push_via(msg, &self.text)
-            .map_err(|_| DropReason::Unroutable)?;
         self.finish(msg)?;
         Ok(Routed::Forward(Target::Peer(flow)))
+    }
+
+    /// What topology hiding does to a request from the upstream toward a phone: its
+    /// Call-ID, Via stack, Route and Record-Route sets, Contacts, From and To.
+    fn hide_request_from_inner(
+        &mut self,
+        msg: &Message<'_>,
+        checked: &Checked<'_>,
+        flow: Flow,
+        public: SocketAddr,
+        branch: &[u8],
+    ) -> Result<(), DropReason> {
+        let call_id_key = self.hide_request_call_id(msg, checked)?;
+        // The edge's own Route entries are consumed; any other entry is the inside's,
+        // and the phone has no use for it.
+        for route in msg.headers_named(HeaderName::Route) {
+            self.editor
+                .remove_header(msg, route.index)
+                .map_err(|_| DropReason::Unroutable)?;
+        }
+        if creates_dialog(msg, checked) {
+            // Facing the phone on top, then the inner entry: it tells the upstream's
+            // in-dialog requests how the phone knows the dialog's Call-ID.
+            let mut facing = Vec::with_capacity(64);
+            push_route_entry(&mut facing, public, flow.transport, None);
+            let mut inner = Vec::with_capacity(64);
+            push_route_entry(&mut inner, self.config.inner, Transport::Udp, call_id_key);
+            self.hide_record_routes(msg, &[&facing, &inner], flow, false)?;
+        } else {
+            self.hide_record_routes(msg, &[], flow, false)?;
+        }
+        self.hide_contacts(msg, flow, false)?;
+        self.hide_from_to(msg, checked, flow)?;
+        self.hide_via_stack(msg, checked, flow.transport, public, branch)
     }
 
     fn response_from_inner(
@@ -516,7 +619,11 @@ impl Edge {
             .open(Purpose::Via, token)
             .map_err(|_| DropReason::BadToken)?;
         let (flow, facts) = Flow::decode(plain).ok_or(DropReason::BadToken)?;
-        let (flags, user) = facts.split_first().map_or((0, &[][..]), |(f, u)| (*f, u));
+        let (flags, rest) = facts.split_first().map_or((0, &[][..]), |(f, u)| (*f, u));
+        let (call_id_key, user) = match rest.split_first_chunk::<2>() {
+            Some((key, user)) if flags & CALL_ID_MASKED != 0 => (Some(*key), user),
+            _ => (None, rest),
+        };
         // The pipeline learns from the answer, and hides what it would reveal.
         let verdict = match (checked.cseq, msg.status_code()) {
             (Some(cseq), Some(status)) if status >= 200 => {
@@ -543,14 +650,31 @@ impl Edge {
         self.editor
             .pop_via(msg)
             .map_err(|_| DropReason::Unroutable)?;
-        self.remove_fingerprints(msg)?;
+        self.scrub_headers(msg)?;
+        let hide = self.config.topology.hide;
+        // The phone sees the Call-ID it sent: masked again if it was a mask.
+        match call_id_key {
+            Some(key) => self.mask_call_id(msg, Some(key))?,
+            None => {
+                self.call_id.clear();
+                self.call_id
+                    .extend_from_slice(msg.call_id().unwrap_or_default());
+            }
+        }
+        let register = checked
+            .cseq
+            .is_some_and(|cseq| cseq.method == Method::Register);
         if let AnswerVerdict::Disguise(code) = verdict {
             self.disguise(msg, checked, code)?;
-        } else if checked
-            .cseq
-            .is_some_and(|cseq| cseq.method == Method::Register)
-        {
-            self.unmask_contacts(msg)?;
+        } else if register {
+            self.unmask_contacts(msg, hide.then_some(flow))?;
+        } else if hide {
+            let redirect = matches!(msg.status_code(), Some(300..=399));
+            self.hide_contacts(msg, flow, redirect)?;
+        }
+        if hide {
+            self.hide_record_routes(msg, &[], flow, true)?;
+            self.hide_from_to(msg, checked, flow)?;
         }
         self.finish(msg)?;
         Ok(Routed::Forward(Target::Peer(flow)))
@@ -569,9 +693,24 @@ impl Edge {
             return Err(DropReason::NotOurs);
         }
         self.editor.clear();
-        self.editor
-            .pop_via(msg)
-            .map_err(|_| DropReason::Unroutable)?;
+        let stack = top
+            .params
+            .get(hide::STACK_PARAM)
+            .map(Option::unwrap_or_default);
+        let restored = self.restore_call_id(msg).and_then(|_| {
+            self.restore_uris(msg, checked)?;
+            if Self::has_masked_routes(msg, HeaderName::RecordRoute) {
+                self.restore_routes(msg, HeaderName::RecordRoute, false)?;
+            }
+            self.restore_via_stack(msg, checked, stack)
+        });
+        if let Err(forged) = restored {
+            let reason = format!("forged masked {} in a response", forged.what);
+            if self.offence(Rule::BadToken, inbound.flow.remote.ip(), &reason, inbound) {
+                return Err(DropReason::Policy);
+            }
+            return Err(DropReason::BadToken);
+        }
         // The callee's Contact must lead the upstream's in-dialog requests (ACK, BYE)
         // back through the edge. 3xx Contacts are redirect targets, not the callee.
         if matches!(msg.status_code(), Some(101..=299)) {
@@ -617,11 +756,10 @@ impl Edge {
         // A Warning or a body explaining the refusal would tell what the status line
         // no longer does, and so would the body's type once the body is gone.
         let has_body = !msg.body().is_empty();
-        self.remove_headers(msg, |name| match name {
-            HeaderName::Warning => true,
-            HeaderName::ContentType => has_body,
-            _ => false,
-        })?;
+        // (Warning is scrubbed from everything going out.)
+        if has_body {
+            self.remove_headers(msg, |name| name == HeaderName::ContentType)?;
+        }
         // Where a real challenge has it: registrars write Content-Length last, after
         // the challenge; one after Content-Length would give the disguise away.
         let position = msg
@@ -634,14 +772,6 @@ impl Edge {
             self.editor.set_body(b"");
         }
         Ok(())
-    }
-
-    /// Removes the upstream's Server and User-Agent headers from what goes to the public
-    /// side: a product name and version tell a scanner which exploits to try.
-    fn remove_fingerprints(&mut self, msg: &Message<'_>) -> Result<(), DropReason> {
-        self.remove_headers(msg, |name| {
-            matches!(name, HeaderName::Server | HeaderName::UserAgent)
-        })
     }
 
     /// Removes every header whose name `remove` picks.
@@ -789,19 +919,30 @@ impl Edge {
         Ok(())
     }
 
-    /// Restores the original Contacts in a REGISTER response.
-    fn unmask_contacts(&mut self, msg: &Message<'_>) -> Result<(), DropReason> {
+    /// Restores the original Contacts in a REGISTER response. With `hide_others`, the
+    /// bindings that are not the edge's masks (registered some other way) are masked.
+    fn unmask_contacts(
+        &mut self,
+        msg: &Message<'_>,
+        hide_others: Option<Flow>,
+    ) -> Result<(), DropReason> {
         for contact in msg.contacts() {
             let Ok(Contact::Address(addr)) = contact else {
                 continue;
             };
-            let Some(Some(token)) = addr.uri.params.get(CONTACT_PARAM) else {
-                continue;
+            let original = match addr.uri.params.get(CONTACT_PARAM) {
+                Some(Some(token)) => self
+                    .codec
+                    .open(Purpose::Contact, token)
+                    .ok()
+                    .and_then(Flow::decode)
+                    .map(|(_, original)| original),
+                _ => None,
             };
-            let Ok(plain) = self.codec.open(Purpose::Contact, token) else {
-                continue;
-            };
-            let Some((_, original)) = Flow::decode(plain) else {
+            let Some(original) = original else {
+                if let Some(facing) = hide_others {
+                    self.mask_uri(msg, &addr, facing, false)?;
+                }
                 continue;
             };
             self.text.clear();
@@ -821,14 +962,7 @@ impl Edge {
         transport: Transport,
     ) -> Result<(), DropReason> {
         self.text.clear();
-        self.text.extend_from_slice(b"<sip:");
-        push_address(&mut self.text, address);
-        if transport != Transport::Udp {
-            self.text.extend_from_slice(b";transport=");
-            self.text
-                .extend_from_slice(transport.as_via().to_ascii_lowercase().as_bytes());
-        }
-        self.text.extend_from_slice(b";lr>");
+        push_route_entry(&mut self.text, address, transport, None);
         let position = match msg.header(HeaderName::RecordRoute) {
             Some(first) => Position::Before(first.index),
             None => Position::Last,
@@ -997,6 +1131,31 @@ fn creates_dialog(msg: &Message<'_>, checked: &Checked<'_>) -> bool {
         None => matches!(msg.to(), Some(Ok(to)) if to.tag().is_some()),
     };
     initial && !in_dialog
+}
+
+/// `<sip:address[;transport=…];lr[;swk=…]>`, a Record-Route entry naming the edge;
+/// `call_id_key` marks a dialog whose Call-ID the phone knows by a mask.
+fn push_route_entry(
+    out: &mut Vec<u8>,
+    address: SocketAddr,
+    transport: Transport,
+    call_id_key: Option<KeyId>,
+) {
+    out.extend_from_slice(b"<sip:");
+    push_address(out, address);
+    match transport {
+        Transport::Udp => {}
+        Transport::Tcp => out.extend_from_slice(b";transport=tcp"),
+        Transport::Tls => out.extend_from_slice(b";transport=tls"),
+    }
+    out.extend_from_slice(b";lr");
+    if let Some(key) = call_id_key {
+        out.push(b';');
+        out.extend_from_slice(hide::CALL_ID_KEY_PARAM);
+        out.push(b'=');
+        hide::push_key_id(out, key);
+    }
+    out.push(b'>');
 }
 
 /// `SIP/2.0/<transport> <address>;branch=<branch>`.

@@ -33,6 +33,20 @@ pub enum Purpose {
     Contact,
     /// Derivation of the branch hashing key.
     BranchKey,
+    /// Derivation of a key's public identifier.
+    KeyId,
+    /// Topology hiding: the upstream's Via stack, hidden in the edge's Via of a request
+    /// sent to a phone (bound to the transaction).
+    Stack,
+    /// Topology hiding: internal Record-Route entries (bound to the dialog).
+    Route,
+    /// Topology hiding: an internal URI (a Contact, From or To; bound to the dialog).
+    Uri,
+    /// Topology hiding: a redirect target of a 3xx (bound to nothing: the phone may
+    /// follow it with a new Call-ID).
+    Redirect,
+    /// Topology hiding: a Call-ID of the inside.
+    CallId,
 }
 
 impl Purpose {
@@ -41,6 +55,12 @@ impl Purpose {
             Purpose::Via => b"sipwall via 1",
             Purpose::Contact => b"sipwall contact 1",
             Purpose::BranchKey => b"sipwall branch key 1",
+            Purpose::KeyId => b"sipwall key id 1",
+            Purpose::Stack => b"sipwall via stack 1",
+            Purpose::Route => b"sipwall route 1",
+            Purpose::Uri => b"sipwall uri 1",
+            Purpose::Redirect => b"sipwall redirect 1",
+            Purpose::CallId => b"sipwall call-id 1",
         }
     }
 }
@@ -159,11 +179,20 @@ impl Flow {
 #[error("invalid or foreign token")]
 pub struct BadToken;
 
+/// A short public name of a key (two bytes of a value derived from it), written where a
+/// later message must be sealed with the same key as an earlier one: a masked Call-ID
+/// must not change when the key rotates in the middle of a dialog.
+pub type KeyId = [u8; 2];
+
 /// The sealing keys of one worker: the current key, and the previous one during a
 /// rotation (tokens made with it still open, new tokens use the current key).
 pub struct TokenCodec {
     current: Aes128Siv,
     previous: Option<Aes128Siv>,
+    current_id: KeyId,
+    previous_id: Option<KeyId>,
+    /// Which key opened the last token: the current one (false) or the previous one.
+    opened_with_previous: bool,
     /// Reused plaintext buffer.
     scratch: Vec<u8>,
 }
@@ -179,23 +208,60 @@ impl std::fmt::Debug for TokenCodec {
 impl TokenCodec {
     /// A codec for `key`, also accepting tokens of `previous`.
     pub fn new(key: &[u8; KEY_LEN], previous: Option<&[u8; KEY_LEN]>) -> Self {
+        let mut current = Aes128Siv::new(key.into());
+        let mut previous = previous.map(|key| Aes128Siv::new(key.into()));
+        let current_id = key_id(&mut current);
+        let previous_id = previous.as_mut().map(key_id);
         TokenCodec {
-            current: Aes128Siv::new(key.into()),
-            previous: previous.map(|key| Aes128Siv::new(key.into())),
+            current,
+            previous,
+            current_id,
+            previous_id,
+            opened_with_previous: false,
             scratch: Vec::with_capacity(MAX_PLAINTEXT + 16),
+        }
+    }
+
+    /// The identifier of the current key.
+    pub fn current_id(&self) -> KeyId {
+        self.current_id
+    }
+
+    /// The identifier of the key that opened the last token.
+    pub fn last_opened_id(&self) -> KeyId {
+        match self.previous_id {
+            Some(id) if self.opened_with_previous => id,
+            _ => self.current_id,
         }
     }
 
     /// Seals `plaintext` for `purpose` and appends the token's base64 text to `out`.
     pub fn seal(&mut self, purpose: Purpose, plaintext: &[u8], out: &mut Vec<u8>) {
+        self.seal_bound(purpose, b"", None, plaintext, out);
+    }
+
+    /// Seals `plaintext` for `purpose`, bound to `context` (the token opens only with the
+    /// same context: a dialog's Call-ID, a transaction's Call-ID and CSeq), with the key
+    /// named `key` if the codec holds it, else the current key.
+    pub fn seal_bound(
+        &mut self,
+        purpose: Purpose,
+        context: &[u8],
+        key: Option<KeyId>,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) {
         self.scratch.clear();
         self.scratch.extend_from_slice(&[0; 16]);
         self.scratch.extend_from_slice(plaintext);
         let (tag_room, body) = self.scratch.split_at_mut(16);
-        // Sealing cannot fail: one header, any plaintext length.
-        if let Ok(tag) = self
-            .current
-            .encrypt_inout_detached([purpose.label()], InOutBuf::from(body))
+        let cipher = match (&mut self.previous, self.previous_id) {
+            (Some(previous), Some(id)) if key == Some(id) && id != self.current_id => previous,
+            _ => &mut self.current,
+        };
+        // Sealing cannot fail: one or two headers, any plaintext length.
+        if let Ok(tag) =
+            cipher.encrypt_inout_detached(associated(purpose, context), InOutBuf::from(body))
         {
             tag_room.copy_from_slice(tag.as_slice());
         }
@@ -213,6 +279,16 @@ impl TokenCodec {
     /// Opens a token sealed for `purpose` by the current or the previous key; returns
     /// the plaintext, valid until the next call.
     pub fn open(&mut self, purpose: Purpose, token: &[u8]) -> Result<&[u8], BadToken> {
+        self.open_bound(purpose, b"", token)
+    }
+
+    /// Opens a token sealed for `purpose` and bound to `context`.
+    pub fn open_bound(
+        &mut self,
+        purpose: Purpose,
+        context: &[u8],
+        token: &[u8],
+    ) -> Result<&[u8], BadToken> {
         // Base64 grows by 4/3; refuse oversized tokens before decoding anything.
         if token.len() > (MAX_PLAINTEXT + 16) * 4 / 3 + 4 {
             return Err(BadToken);
@@ -230,12 +306,19 @@ impl TokenCodec {
         tag.copy_from_slice(&self.scratch[..16]);
         // A failed attempt leaves the ciphertext in place (the cipher re-encrypts what it
         // decrypted), so the previous key can try the same bytes.
-        for cipher in std::iter::once(&mut self.current).chain(self.previous.as_mut()) {
+        for (is_previous, cipher) in std::iter::once((false, &mut self.current))
+            .chain(self.previous.as_mut().map(|cipher| (true, cipher)))
+        {
             let body = &mut self.scratch[16..];
             if cipher
-                .decrypt_inout_detached([purpose.label()], InOutBuf::from(&mut *body), &tag)
+                .decrypt_inout_detached(
+                    associated(purpose, context),
+                    InOutBuf::from(&mut *body),
+                    &tag,
+                )
                 .is_ok()
             {
+                self.opened_with_previous = is_previous;
                 return Ok(&self.scratch[16..]);
             }
         }
@@ -244,14 +327,30 @@ impl TokenCodec {
 
     /// A keyed-hash key derived from the current key, for branch parameters.
     pub fn derive_branch_key(&mut self) -> [u8; 16] {
-        let mut block = [0u8; 16];
-        let tag = self
-            .current
-            .encrypt_inout_detached([Purpose::BranchKey.label()], InOutBuf::from(&mut block[..]));
-        let mut key = [0u8; 16];
-        if let Ok(tag) = tag {
-            key.copy_from_slice(tag.as_slice());
-        }
-        key
+        derive(&mut self.current, Purpose::BranchKey)
     }
+}
+
+/// The associated data of a token: its purpose, then its context if it has one (tokens
+/// without context keep the form they always had, so that tokens written before contexts
+/// existed still open).
+fn associated(purpose: Purpose, context: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::once(purpose.label()).chain((!context.is_empty()).then_some(context))
+}
+
+/// Sixteen bytes derived from a key for `purpose`.
+fn derive(cipher: &mut Aes128Siv, purpose: Purpose) -> [u8; 16] {
+    let mut block = [0u8; 16];
+    let tag = cipher.encrypt_inout_detached([purpose.label()], InOutBuf::from(&mut block[..]));
+    let mut key = [0u8; 16];
+    if let Ok(tag) = tag {
+        key.copy_from_slice(tag.as_slice());
+    }
+    key
+}
+
+/// The public identifier of a key.
+fn key_id(cipher: &mut Aes128Siv) -> KeyId {
+    let derived = derive(cipher, Purpose::KeyId);
+    [derived[0], derived[1]]
 }

@@ -31,6 +31,7 @@ fn config(key: [u8; 32], previous: Option<[u8; 32]>) -> EdgeConfig {
         key,
         previous_key: previous,
         limits: Limits::default(),
+        topology: Default::default(),
     }
 }
 
@@ -228,24 +229,23 @@ fn the_upstream_reaches_the_phone_through_its_masked_contact() {
         let top = msg.top_via().unwrap().unwrap();
         assert_eq!(top.transport, transport.as_via().as_bytes());
         assert_eq!(top.port, Some(5060));
-        // Two Record-Route entries of the edge on top of the upstream's, the public one
-        // first (facing the phone).
+        // The edge's public Record-Route entry facing the phone, then its inner entry
+        // and the upstream's, masked as one entry naming the public address
+        // (tests/topology.rs takes masking apart).
         let routes: Vec<_> = msg
             .record_routes()
             .map(|r| String::from_utf8_lossy(r.unwrap().uri.raw).into_owned())
             .collect();
         let public = if transport == Transport::Udp {
-            "sip:127.0.0.1:5060;lr".to_owned()
+            "sip:127.0.0.1:5060".to_owned()
         } else {
-            "sip:127.0.0.1:5060;transport=tcp;lr".to_owned()
+            "sip:127.0.0.1:5060;transport=tcp".to_owned()
         };
-        assert_eq!(
-            routes,
-            [
-                public.as_str(),
-                "sip:127.0.0.1:5070;lr",
-                "sip:127.0.0.1:5080;lr"
-            ]
+        assert_eq!(routes.len(), 2, "{routes:?}");
+        assert_eq!(routes[0], format!("{public};lr"));
+        assert!(
+            routes[1].starts_with(&format!("{public};lr;swr=")),
+            "{routes:?}"
         );
         assert_eq!(msg.body(), b"v=0\n");
     }

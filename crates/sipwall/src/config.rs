@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
-use sipwall_edge::{EdgeConfig, KEY_LEN, Transport};
+use sipwall_edge::{EdgeConfig, KEY_LEN, TopologyConfig, Transport};
 use sipwall_fw::FirewallConfig;
 use sipwall_net::NetConfig;
 use sipwall_policy::PolicyConfig;
@@ -49,6 +50,38 @@ pub struct Config {
     /// Where bans are kept: on disk and in the kernel.
     #[serde(default)]
     pub bans: BansConfig,
+    /// What the public side does not see of the inside.
+    #[serde(default)]
+    pub topology: TopologyToml,
+}
+
+/// `[topology]`: topology hiding and header hygiene toward the public side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopologyToml {
+    /// Mask the inside's Via stack, Record-Route entries, Contacts, Call-IDs and
+    /// addresses in From and To.
+    pub hide: bool,
+    /// Networks of the inside besides the upstream's and the inner address.
+    pub inside_networks: Vec<IpNet>,
+    /// Host names of the inside.
+    pub inside_names: Vec<String>,
+    /// What replaces Server and User-Agent; empty removes them.
+    pub server: String,
+    /// Header fields removed toward the public side (Warning always is).
+    pub remove_headers: Vec<String>,
+}
+
+impl Default for TopologyToml {
+    fn default() -> Self {
+        TopologyToml {
+            hide: true,
+            inside_networks: Vec::new(),
+            inside_names: Vec::new(),
+            server: String::new(),
+            remove_headers: Vec::new(),
+        }
+    }
 }
 
 /// `[bans]`: persistence and kernel enforcement of the bans.
@@ -326,6 +359,37 @@ impl Config {
                 "requests and window_seconds must be at least 1".into(),
             ));
         }
+        let token = |text: &str| {
+            !text.is_empty()
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+        };
+        if let Some(name) = self
+            .topology
+            .remove_headers
+            .iter()
+            .find(|name| !token(name))
+        {
+            return Err((
+                "topology.remove_headers",
+                format!("\"{name}\" is not a header name"),
+            ));
+        }
+        if self.topology.server.bytes().any(|b| b.is_ascii_control()) {
+            return Err(("topology.server", "must be one line of text".into()));
+        }
+        if let Some(name) = self
+            .topology
+            .inside_names
+            .iter()
+            .find(|name| name.is_empty())
+        {
+            return Err((
+                "topology.inside_names",
+                format!("\"{name}\" is not a host name"),
+            ));
+        }
         for rule in &self.policy.acl.method {
             if rule.method.is_empty() || !rule.method.bytes().all(|b| b.is_ascii_alphabetic()) {
                 return Err(("method", format!("\"{}\" is not a SIP method", rule.method)));
@@ -354,6 +418,13 @@ impl Config {
                 max_headers: self.limits.max_headers,
                 max_line_length: self.limits.max_line_length,
                 max_uri_length: self.limits.max_uri_length,
+            },
+            topology: TopologyConfig {
+                hide: self.topology.hide,
+                inside_networks: self.topology.inside_networks.clone(),
+                inside_names: self.topology.inside_names.clone(),
+                server: (!self.topology.server.is_empty()).then(|| self.topology.server.clone()),
+                remove_headers: self.topology.remove_headers.clone(),
             },
         }
     }
