@@ -141,6 +141,9 @@ pub enum DropReason {
     Banned,
     /// The security pipeline dropped it.
     Policy,
+    /// A message on the inner side from an address other than the upstream's: the inner
+    /// side trusts what it receives, so only the upstream may speak there.
+    NotUpstream,
 }
 
 /// What to do with a message.
@@ -232,6 +235,9 @@ impl Edge {
     pub fn handle<'e>(&'e mut self, inbound: &Inbound<'_>) -> Action<'e> {
         let public = inbound.side == Side::Public;
         let source = inbound.flow.remote.ip();
+        if !public && source != self.config.upstream.ip() {
+            return Action::Drop(DropReason::NotUpstream);
+        }
         // Banned sources cost one lookup, not a parse.
         let admitted = if public {
             lock(&self.policy).admit(source, inbound.now)

@@ -826,3 +826,19 @@ fn with_hiding_off_only_the_headers_are_scrubbed() {
     assert!(values(&out.text, HeaderName::Warning).is_empty());
     assert!(!out.text.contains("X-Internal-Node"));
 }
+
+#[test]
+fn only_the_upstream_speaks_on_the_inner_side() {
+    let mut lab = Lab::new();
+    let contact = register(&mut lab, phone_b(), "bob");
+    let stranger = Flow {
+        remote: addr("10.0.0.66:5080"),
+        ..upstream()
+    };
+    let out = lab.send(
+        &invite_from_upstream(&contact, PBX_CALL_ID),
+        Side::Inner,
+        stranger,
+    );
+    assert_eq!(out.dropped, Some(DropReason::NotUpstream));
+}

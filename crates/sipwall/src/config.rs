@@ -649,6 +649,52 @@ mod tests {
     }
 
     #[test]
+    fn topology_is_hidden_by_default_and_its_errors_name_their_key() {
+        let config = Config::parse(GOOD, "sipwall.toml").unwrap();
+        assert!(config.topology.hide);
+        assert!(config.edge().topology.hide);
+        assert_eq!(config.edge().topology.server, None);
+        let without = Config::parse(&GOOD.replace("[topology]", "[topology_unused]"), "x");
+        assert!(without.is_err());
+        let start = GOOD.find("[topology]").unwrap();
+        let end = GOOD[start..].find("\n# The security pipeline").unwrap() + start;
+        let no_section = format!("{}{}", &GOOD[..start], &GOOD[end..]);
+        assert!(
+            Config::parse(&no_section, "x")
+                .unwrap()
+                .edge()
+                .topology
+                .hide
+        );
+
+        let line = GOOD
+            .lines()
+            .position(|l| l.starts_with("remove_headers"))
+            .unwrap()
+            + 1;
+        let text = error(&GOOD.replace(
+            "remove_headers = [\"X-Asterisk-HangupCause\"",
+            "remove_headers = [\"X Bad\"",
+        ));
+        assert!(text.starts_with(&format!("test.toml:{line}:")), "{text}");
+        assert!(text.contains("topology.remove_headers"), "{text}");
+        let text = error(&GOOD.replace(
+            "inside_networks = []",
+            "inside_networks = [\"10.0.0.0/40\"]",
+        ));
+        assert!(text.contains("topology.inside_networks"), "{text}");
+        let text = error(&GOOD.replace("server = \"\"", "server = \"a\\nb\""));
+        assert!(text.contains("topology.server"), "{text}");
+        let text = error(&GOOD.replace("hide = true", "hide = \"yes\""));
+        assert!(text.contains("topology.hide"), "{text}");
+        let replaced = Config::parse(&GOOD.replace("server = \"\"", "server = \"edge\""), "x");
+        assert_eq!(
+            replaced.unwrap().edge().topology.server.as_deref(),
+            Some("edge")
+        );
+    }
+
+    #[test]
     fn the_example_firewall_section_sets_every_key_to_its_default_but_admin_networks() {
         let config = Config::parse(GOOD, "sipwall.toml").unwrap();
         let example = FirewallConfig {
