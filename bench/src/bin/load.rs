@@ -4,7 +4,8 @@
 //! Phones: `--sources` UDP sockets (bound to `--from`, 127.0.0.1 by default) send pre-built OPTIONS requests to `--target` at
 //! `--rate` messages per second for `--seconds`, each with a sequence number in its Via
 //! branch. Upstream: one socket on `--upstream` answers every request it receives with
-//! 200 OK. Each response that comes back to a phone socket is matched to its request by
+//! 200 OK (with `--answers pbx`, also with a PBX's Contact, Server, Allow and Supported,
+//! what topology hiding rewrites). Each response that comes back to a phone socket is matched to its request by
 //! the sequence number, which gives loss and latency per message.
 //!
 //! The generator is built to cost as little CPU per message as possible, so that the
@@ -59,6 +60,9 @@ struct Args {
     watch: Vec<u32>,
     /// Local UDP ports (the proxy's) whose receive-buffer drops are reported.
     watch_ports: Vec<u16>,
+    /// Answer like a PBX: with its Contact, Server and Allow headers (what topology
+    /// hiding rewrites), not only the headers a response must copy.
+    pbx_answers: bool,
 }
 
 fn args() -> Args {
@@ -71,6 +75,7 @@ fn args() -> Args {
         from: "127.0.0.1".parse().unwrap(),
         watch: Vec::new(),
         watch_ports: Vec::new(),
+        pbx_answers: false,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     for pair in raw.chunks(2) {
@@ -82,6 +87,7 @@ fn args() -> Args {
             "--seconds" => args.seconds = value.parse().unwrap(),
             "--sources" => args.sources = value.parse().unwrap(),
             "--from" => args.from = value.parse().unwrap(),
+            "--answers" => args.pbx_answers = value == "pbx",
             "--watch-ports" => {
                 args.watch_ports = value
                     .split(',')
@@ -115,9 +121,9 @@ fn bind(address: SocketAddr) -> UdpSocket {
 }
 
 /// Writes a 200 OK for `request` into `out`: the status line, then the request's Via,
-/// From, To, Call-ID and CSeq lines as they are (long or compact names), then an empty
-/// body. Returns false for something that is not a request.
-fn answer(request: &[u8], out: &mut Vec<u8>) -> bool {
+/// From, To, Call-ID and CSeq lines as they are (long or compact names), then `extra`
+/// header lines, then an empty body. Returns false for something that is not a request.
+fn answer(request: &[u8], extra: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
     let Some(first) = memchr::memmem::find(request, b"\r\n") else {
         return false;
@@ -155,12 +161,24 @@ fn answer(request: &[u8], out: &mut Vec<u8>) -> bool {
         }
         at += len + 2;
     }
+    out.extend_from_slice(extra);
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     true
 }
 
+/// The header lines a PBX adds to its answers (`--answers pbx`): its own Contact,
+/// product name and capabilities.
+fn pbx_lines(upstream: SocketAddr) -> Vec<u8> {
+    format!(
+        "Contact: <sip:pbx@{upstream}>\r\nServer: PBX 20.5.0\r\n\
+Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, REFER, NOTIFY\r\n\
+Supported: replaces, timer\r\n"
+    )
+    .into_bytes()
+}
+
 /// The upstream: answers each request with a 200 OK, a batch at a time.
-fn respond(socket: UdpSocket, stop: Arc<AtomicBool>) {
+fn respond(socket: UdpSocket, extra: Vec<u8>, stop: Arc<AtomicBool>) {
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
@@ -196,7 +214,7 @@ fn respond(socket: UdpSocket, stop: Arc<AtomicBool>) {
             let Some(from) = from else {
                 continue;
             };
-            if answer(&buffers[index][..len], &mut answers[count]) {
+            if answer(&buffers[index][..len], &extra, &mut answers[count]) {
                 sources.push(Some(from));
                 count += 1;
             }
@@ -369,9 +387,14 @@ fn main() {
     let args = args();
     let stop = Arc::new(AtomicBool::new(false));
     let upstream = bind(args.upstream);
+    let extra = if args.pbx_answers {
+        pbx_lines(args.upstream)
+    } else {
+        Vec::new()
+    };
     let responder = {
         let stop = stop.clone();
-        std::thread::spawn(move || respond(upstream, stop))
+        std::thread::spawn(move || respond(upstream, extra, stop))
     };
     let total = args.rate * args.seconds;
     // Send times in ns since start, indexed by sequence number; 0 means not answered.
@@ -524,13 +547,13 @@ mod tests {
     fn answers_with_the_routing_headers_of_the_request() {
         let source: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let mut out = Vec::new();
-        assert!(answer(&request(source, 7), &mut out));
+        assert!(answer(&request(source, 7), b"", &mut out));
         let text = String::from_utf8(out.clone()).unwrap();
         assert!(text.starts_with("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:4000;"));
         assert!(text.contains("\r\nCall-ID: ld7@load.example.com\r\n"));
         assert!(!text.contains("User-Agent"));
         assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
         assert_eq!(sequence(&out), Some(7));
-        assert!(!answer(&out, &mut Vec::new()));
+        assert!(!answer(&out, b"", &mut Vec::new()));
     }
 }
