@@ -354,3 +354,66 @@ fn key_id(cipher: &mut Aes128Siv) -> KeyId {
     let derived = derive(cipher, Purpose::KeyId);
     [derived[0], derived[1]]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bound_token_opens_only_in_its_context_and_for_its_purpose() {
+        let mut codec = TokenCodec::new(&[1; KEY_LEN], None);
+        let mut token = Vec::new();
+        codec.seal_bound(Purpose::Route, b"call-1", None, b"entries", &mut token);
+        assert_eq!(
+            codec.open_bound(Purpose::Route, b"call-1", &token),
+            Ok(&b"entries"[..])
+        );
+        assert_eq!(
+            codec.open_bound(Purpose::Route, b"call-2", &token),
+            Err(BadToken)
+        );
+        assert_eq!(
+            codec.open_bound(Purpose::Uri, b"call-1", &token),
+            Err(BadToken)
+        );
+        assert_eq!(codec.open(Purpose::Route, &token), Err(BadToken));
+        // Unbound tokens keep their form: sealing without context is `seal`.
+        let mut plain = Vec::new();
+        codec.seal(Purpose::Contact, b"x", &mut plain);
+        let mut bound_empty = Vec::new();
+        codec.seal_bound(Purpose::Contact, b"", None, b"x", &mut bound_empty);
+        assert_eq!(plain, bound_empty);
+    }
+
+    #[test]
+    fn tokens_name_the_key_that_sealed_them_across_a_rotation() {
+        let mut old = TokenCodec::new(&[1; KEY_LEN], None);
+        let mut rotated = TokenCodec::new(&[2; KEY_LEN], Some(&[1; KEY_LEN]));
+        assert_ne!(old.current_id(), rotated.current_id());
+        let mut token = Vec::new();
+        old.seal_bound(Purpose::CallId, b"", None, b"abc@10.0.0.2", &mut token);
+        assert!(rotated.open_bound(Purpose::CallId, b"", &token).is_ok());
+        assert_eq!(rotated.last_opened_id(), old.current_id());
+        // Sealing again with the key it named gives the same token.
+        let mut again = Vec::new();
+        rotated.seal_bound(
+            Purpose::CallId,
+            b"",
+            Some(old.current_id()),
+            b"abc@10.0.0.2",
+            &mut again,
+        );
+        assert_eq!(again, token);
+        // An unknown key identifier falls back to the current key.
+        let mut current = Vec::new();
+        rotated.seal_bound(
+            Purpose::CallId,
+            b"",
+            Some([0, 0]),
+            b"abc@10.0.0.2",
+            &mut current,
+        );
+        assert!(rotated.open_bound(Purpose::CallId, b"", &current).is_ok());
+        assert_eq!(rotated.last_opened_id(), rotated.current_id());
+    }
+}
