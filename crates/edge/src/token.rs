@@ -195,6 +195,8 @@ pub struct TokenCodec {
     opened_with_previous: bool,
     /// Reused plaintext buffer.
     scratch: Vec<u8>,
+    /// Reused associated data: the purpose's label, then the context.
+    associated: Vec<u8>,
 }
 
 impl std::fmt::Debug for TokenCodec {
@@ -219,6 +221,7 @@ impl TokenCodec {
             previous_id,
             opened_with_previous: false,
             scratch: Vec::with_capacity(MAX_PLAINTEXT + 16),
+            associated: Vec::with_capacity(256),
         }
     }
 
@@ -259,10 +262,9 @@ impl TokenCodec {
             (Some(previous), Some(id)) if key == Some(id) && id != self.current_id => previous,
             _ => &mut self.current,
         };
-        // Sealing cannot fail: one or two headers, any plaintext length.
-        if let Ok(tag) =
-            cipher.encrypt_inout_detached(associated(purpose, context), InOutBuf::from(body))
-        {
+        let associated = associated(&mut self.associated, purpose, context);
+        // Sealing cannot fail: one header, any plaintext length.
+        if let Ok(tag) = cipher.encrypt_inout_detached([associated], InOutBuf::from(body)) {
             tag_room.copy_from_slice(tag.as_slice());
         }
         let start = out.len();
@@ -304,6 +306,7 @@ impl TokenCodec {
         self.scratch.truncate(len);
         let mut tag = aes_siv::Tag::default();
         tag.copy_from_slice(&self.scratch[..16]);
+        let associated = associated(&mut self.associated, purpose, context);
         // A failed attempt leaves the ciphertext in place (the cipher re-encrypts what it
         // decrypted), so the previous key can try the same bytes.
         for (is_previous, cipher) in std::iter::once((false, &mut self.current))
@@ -311,11 +314,7 @@ impl TokenCodec {
         {
             let body = &mut self.scratch[16..];
             if cipher
-                .decrypt_inout_detached(
-                    associated(purpose, context),
-                    InOutBuf::from(&mut *body),
-                    &tag,
-                )
+                .decrypt_inout_detached([associated], InOutBuf::from(&mut *body), &tag)
                 .is_ok()
             {
                 self.opened_with_previous = is_previous;
@@ -331,11 +330,18 @@ impl TokenCodec {
     }
 }
 
-/// The associated data of a token: its purpose, then its context if it has one (tokens
-/// without context keep the form they always had, so that tokens written before contexts
-/// existed still open).
-fn associated(purpose: Purpose, context: &[u8]) -> impl Iterator<Item = &[u8]> {
-    std::iter::once(purpose.label()).chain((!context.is_empty()).then_some(context))
+/// The associated data of a token, one string (each costs the cipher a pass): its
+/// purpose's label, then a zero byte and its context if it has one. Tokens without
+/// context keep the form they always had, so tokens written before contexts existed
+/// still open.
+fn associated<'b>(buffer: &'b mut Vec<u8>, purpose: Purpose, context: &[u8]) -> &'b [u8] {
+    buffer.clear();
+    buffer.extend_from_slice(purpose.label());
+    if !context.is_empty() {
+        buffer.push(0);
+        buffer.extend_from_slice(context);
+    }
+    buffer
 }
 
 /// Sixteen bytes derived from a key for `purpose`.
