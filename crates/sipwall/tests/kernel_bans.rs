@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::netns::Netns;
-use common::{Guard, work_dir};
+use common::{Guard, INNER_IP, UPSTREAM_IP, work_dir};
 
 const TOKEN: &str = "kernel-test-token-0123456789";
 const ADMIN: &str = "127.0.0.1:5063";
@@ -26,7 +26,7 @@ const ADMIN: &str = "127.0.0.1:5063";
 fn config(dir: &Path, public: &str) -> String {
     format!(
         "[listen]\nudp = [\"{public}:5060\"]\ntcp = [\"{public}:5060\"]\n\
-         [inner]\naddress = \"127.0.0.1:5070\"\n[upstream]\naddress = \"127.0.0.1:5080\"\n\
+         [inner]\naddress = \"{INNER_IP}:5070\"\n[upstream]\naddress = \"{UPSTREAM_IP}:5080\"\n\
          [keys]\ncurrent = \"{}\"\n[runtime]\nworkers = 1\n\
          [admin]\nlisten = \"{ADMIN}\"\ntoken = \"{TOKEN}\"\n\
          [bans]\nstore = \"{}\"\nkernel = \"on\"\nbatch_ms = 20\n",

@@ -6,7 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::free_port;
+use super::{UPSTREAM_IP, free_port};
+
+/// Kamailio's host name (an alias of its own): something of the inside.
+pub const HOST_NAME: &str = "pbx.inside.example";
+/// The header of the inside that Kamailio adds to every request it forwards and every
+/// reply it sends or forwards. The edge's topology hiding is to remove it.
+pub const MARKER_HEADER: &str = "X-Internal-Node";
+/// The value of [`MARKER_HEADER`].
+pub const MARKER_VALUE: &str = "pbx-inside-7";
 
 /// A child that runs in its own process group, stopped with SIGTERM to the whole group
 /// when dropped (Kamailio forks workers and renames its processes: SIGKILL to the main
@@ -56,7 +64,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A running Kamailio on 127.0.0.1:`port` (UDP).
+/// A running Kamailio on [`UPSTREAM_IP`]:`port` (UDP).
 pub struct Kamailio {
     /// Its port.
     pub port: u16,
@@ -87,7 +95,9 @@ impl Kamailio {
             .arg(peers().join("kamailio.cfg"))
             .args(["-DD", "-E", "-Y"])
             .arg(work.join("run"))
-            .args(["-A", &format!("LISTEN=udp:127.0.0.1:{port}")])
+            .args(["-A", &format!("LISTEN=udp:{UPSTREAM_IP}:{port}")])
+            .args(["-A", &format!("HOST_NAME=\"{HOST_NAME}\"")])
+            .args(["-A", &format!("MARKER=\"{MARKER_HEADER}: {MARKER_VALUE}\"")])
             .args([
                 "-A",
                 &format!("DBURL=\"text://{}\"", work.join("dbtext").display()),

@@ -1,5 +1,10 @@
 //! Helpers shared by the end-to-end tests: free ports, processes that are stopped when
 //! the test ends, and a sipwall started from a configuration written on the fly.
+//!
+//! The test network: phones and the edge's public listeners on 127.0.0.1, the upstream on
+//! 127.0.0.2 and the edge's inner address on 127.0.0.3 (Linux routes all of 127.0.0.0/8
+//! on `lo`). The inside has addresses of its own so that what reaches the public side can
+//! be told from what stays inside.
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod kamailio;
@@ -21,6 +26,13 @@ impl Drop for Guard {
     }
 }
 
+/// The address of the phones and of the edge's public listeners.
+pub const PUBLIC_IP: &str = "127.0.0.1";
+/// The upstream's address (sipp's upstreams, Kamailio, the tests' own upstream sockets).
+pub const UPSTREAM_IP: &str = "127.0.0.2";
+/// The edge's inner address, from which it talks to the upstream.
+pub const INNER_IP: &str = "127.0.0.3";
+
 /// A UDP port that is free on loopback right now.
 pub fn free_port() -> u16 {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -40,12 +52,13 @@ pub fn work_dir(name: &str) -> PathBuf {
 /// namespaces of its own).
 pub const TEST_BANS: &str = "[bans]\nstore = \"bans.db\"\nkernel = \"off\"\n";
 
-/// The configuration of an edge on 127.0.0.1:`public` (UDP and TCP) in front of
-/// 127.0.0.1:`upstream`, with `extra` TOML appended.
+/// The configuration of an edge on [`PUBLIC_IP`]:`public` (UDP and TCP), inner address
+/// [`INNER_IP`]:`inner`, in front of [`UPSTREAM_IP`]:`upstream`, with `extra` TOML
+/// appended.
 pub fn config(public: u16, inner: u16, upstream: u16, extra: &str) -> String {
     format!(
-        "[listen]\nudp = [\"127.0.0.1:{public}\"]\ntcp = [\"127.0.0.1:{public}\"]\n\
-[inner]\naddress = \"127.0.0.1:{inner}\"\n[upstream]\naddress = \"127.0.0.1:{upstream}\"\n\
+        "[listen]\nudp = [\"{PUBLIC_IP}:{public}\"]\ntcp = [\"{PUBLIC_IP}:{public}\"]\n\
+[inner]\naddress = \"{INNER_IP}:{inner}\"\n[upstream]\naddress = \"{UPSTREAM_IP}:{upstream}\"\n\
 [keys]\ncurrent = \"{}\"\n{TEST_BANS}{extra}",
         "ab".repeat(32)
     )
