@@ -144,6 +144,10 @@ fn sighup_switches_the_upstream_without_a_restart_and_sigterm_stops() {
     let inner = free_port();
     let text = config(public, inner, first.local_addr().unwrap().port(), "");
     let mut edge = start_sipwall(&work_dir("rt-reload"), &text, public);
+    // The second upstream is of the inside too; and no upstream ever answers, so the
+    // phone gets nothing back.
+    edge.leaks.add_upstream(second.local_addr().unwrap());
+    edge.leaks.expect_public_traffic(false);
     let phone = udp("127.0.0.1:0");
     let me = phone.local_addr().unwrap();
     let send = |phone: &UdpSocket| {
@@ -255,7 +259,10 @@ fn tcp_connections_are_capped_per_source_and_closed_when_idle() {
 #[test]
 fn a_request_for_a_closed_tcp_flow_is_answered_430() {
     let upstream = udp(UPSTREAM);
-    let (_edge, public) = edge("rt-430", upstream.local_addr().unwrap().port(), "");
+    let (edge, public) = edge("rt-430", upstream.local_addr().unwrap().port(), "");
+    // The REGISTER is never answered and the 430 goes to the upstream: the phone gets
+    // nothing.
+    edge.leaks.expect_public_traffic(false);
     // A TCP phone registers; the upstream learns its masked Contact.
     let mut phone = TcpStream::connect(("127.0.0.1", public)).unwrap();
     let me = phone.local_addr().unwrap();

@@ -4,7 +4,7 @@
 //! (INVITE, ACK, BYE with the response timers sipp applies, so retransmissions happen
 //! when a message is late). The phone side runs over UDP and over TCP; the upstream
 //! side is UDP, on the upstream's own address. Every process is bounded in time and
-//! killed when the test ends.
+//! killed when the test ends; the leak detector of `common` checks what the phones got.
 //!
 //! sipp comes from Debian's `sip-tester` package; `scripts/test` installs it. A
 //! missing sipp fails the test: it is never skipped.

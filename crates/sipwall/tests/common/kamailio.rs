@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use super::leak::LeakDetector;
 use super::{UPSTREAM_IP, free_port};
 
 /// Kamailio's host name (an alias of its own): something of the inside.
@@ -15,6 +16,8 @@ pub const HOST_NAME: &str = "pbx.inside.example";
 pub const MARKER_HEADER: &str = "X-Internal-Node";
 /// The value of [`MARKER_HEADER`].
 pub const MARKER_VALUE: &str = "pbx-inside-7";
+/// The product's name, which its Server and User-Agent headers give away.
+pub const PRODUCT: &str = "kamailio";
 
 /// A child that runs in its own process group, stopped with SIGTERM to the whole group
 /// when dropped (Kamailio forks workers and renames its processes: SIGKILL to the main
@@ -128,6 +131,15 @@ impl Kamailio {
             log,
             _process: process,
         }
+    }
+
+    /// Tells `leaks` what of Kamailio must not reach the public side, besides its address
+    /// and port: its host name, its marker header (name and value) and its product name.
+    pub fn forbid_in(leaks: &LeakDetector) {
+        leaks.forbid(HOST_NAME, "the upstream's host name");
+        leaks.forbid(MARKER_HEADER, "the name of the inside's marker header");
+        leaks.forbid(MARKER_VALUE, "the inside's marker");
+        leaks.forbid(PRODUCT, "the upstream's product name");
     }
 
     /// Kamailio's log so far.

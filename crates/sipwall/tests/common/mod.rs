@@ -1,13 +1,15 @@
 //! Helpers shared by the end-to-end tests: free ports, processes that are stopped when
-//! the test ends, and a sipwall started from a configuration written on the fly.
+//! the test ends, and a sipwall started from a configuration written on the fly, watched
+//! by a leak detector from start to end.
 //!
 //! The test network: phones and the edge's public listeners on 127.0.0.1, the upstream on
 //! 127.0.0.2 and the edge's inner address on 127.0.0.3 (Linux routes all of 127.0.0.0/8
-//! on `lo`). The inside has addresses of its own so that what reaches the public side can
-//! be told from what stays inside.
+//! on `lo`). The inside has addresses of its own so that the leak detector can tell it
+//! from what the public side may see.
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod kamailio;
+pub mod leak;
 pub mod netns;
 
 use std::net::UdpSocket;
@@ -64,15 +66,46 @@ pub fn config(public: u16, inner: u16, upstream: u16, extra: &str) -> String {
     )
 }
 
-/// A running sipwall.
+/// A running sipwall. When it is dropped, the edge is stopped and its leak detector
+/// checked: a test fails if anything of the inside reached the public side, unless it is
+/// failing already.
 pub struct Sipwall {
     pub process: Guard,
     pub dir: PathBuf,
     pub config_path: PathBuf,
+    /// The capture of everything the edge sent toward the public side since before it
+    /// started. Tests add what else is forbidden (host names, markers), another upstream
+    /// after a reload, or say that the edge is to send nothing publicly.
+    pub leaks: leak::LeakDetector,
 }
 
-/// Starts sipwall with `config_text`, and waits until TCP `probe_port` accepts.
+impl Sipwall {
+    /// Fails the test if anything of the inside reached the public side so far.
+    pub fn assert_no_leaks(&self) -> leak::Summary {
+        self.leaks.assert_clean()
+    }
+}
+
+impl Drop for Sipwall {
+    fn drop(&mut self) {
+        // Stop the edge first: whatever it sent is then in the capture, and it sends
+        // nothing after the check.
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+        // A second panic while one unwinds would abort the whole test binary; the first
+        // failure is the one to read anyway.
+        if !std::thread::panicking()
+            && let Err(report) = self.leaks.check()
+        {
+            panic!("{report}\nsee {}", self.dir.display());
+        }
+    }
+}
+
+/// Starts sipwall with `config_text`, and waits until TCP `probe_port` accepts. A leak
+/// detector captures from before the start.
 pub fn start_sipwall(dir: &Path, config_text: &str, probe_port: u16) -> Sipwall {
+    let leaks = leak::LeakDetector::start(leak::Topology::from_config(config_text));
     let config_path = dir.join("sipwall.toml");
     std::fs::write(&config_path, config_text).expect("write config");
     let log = std::fs::File::create(dir.join("sipwall.log")).expect("log file");
@@ -96,6 +129,7 @@ pub fn start_sipwall(dir: &Path, config_text: &str, probe_port: u16) -> Sipwall 
         process,
         dir: dir.to_owned(),
         config_path,
+        leaks,
     }
 }
 
