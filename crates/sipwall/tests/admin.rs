@@ -8,7 +8,7 @@ use std::net::UdpSocket;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{config, free_port, start_sipwall, work_dir};
+use common::{UPSTREAM_IP, config, free_port, start_sipwall, work_dir};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -110,7 +110,7 @@ fn bans_made_by_hand_take_effect_and_protected_addresses_cannot_be_banned() {
     assert!(text(&bans(path, &["list"])).contains("2001:db8:1:2::/64"));
 
     // Admin networks and the upstream are protected on every path.
-    for protected in ["127.0.0.200", "127.0.0.1"] {
+    for protected in ["127.0.0.200", UPSTREAM_IP] {
         let refused = bans(path, &["add", protected]);
         assert_eq!(
             refused.status.code(),

@@ -6,15 +6,18 @@
 //! numeric extensions 1001-1006 in db_text; Debian's sipvicious (`svwar`, `svmap`,
 //! `svcrack`); sipp for the flood, a legitimate call load and an office of forty phones.
 //!
-//! Every attack comes from its own loopback address (127.0.0.20-127.0.0.41): the
-//! upstream's address, 127.0.0.1, can never be banned. The tools run through a small
+//! Every attack comes from its own loopback address (127.0.0.20-127.0.0.41), apart from
+//! the phones and the trusted peer (127.0.0.1) and from the inside (the registrar on
+//! 127.0.0.2, the edge's inner address 127.0.0.3). The tools run through a small
 //! Python wrapper that binds their socket to that address (svwar and svcrack ignore
 //! `-b`) and, for the runs that pose as a phone, replaces the `friendly-scanner`
 //! user agent sipvicious always sends by a desk phone's.
 //!
 //! The tests run one at a time (they measure rates on a small shared machine), each with
 //! its own Kamailio and sipwall; every process is bounded by `timeout` and stopped when
-//! the test ends. Missing tools fail the tests; `scripts/test` installs `kamailio`,
+//! the test ends. The leak detector of `common` checks that nothing of the registrar
+//! (address, port, host name, marker header, product name) reached the attackers or the
+//! phones. Missing tools fail the tests; `scripts/test` installs `kamailio`,
 //! `sip-tester` and `sipvicious`.
 
 mod common;
@@ -27,7 +30,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::kamailio::{Kamailio, copy_dir, kamcmd, peers, require};
-use common::{Guard, Sipwall, config, free_port, sipp, sipp_counts, start_sipwall, work_dir};
+use common::{
+    Guard, PUBLIC_IP, Sipwall, UPSTREAM_IP, config, free_port, sipp, sipp_counts, start_sipwall,
+    work_dir,
+};
 
 /// The user agent of an ordinary desk phone.
 const PHONE_UA: &str = "Yealink SIP-T46S 66.86.0.15";
@@ -74,11 +80,21 @@ fn serial() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// What a sipvicious run attacks.
+#[derive(Clone, Copy)]
+enum Target {
+    /// sipwall's public listener.
+    Edge,
+    /// The registrar itself, with nothing in between.
+    Registrar,
+}
+
 /// Kamailio with the leak, and sipwall in front of it.
 struct World {
     work: PathBuf,
-    kamailio: Kamailio,
+    // Dropped before Kamailio: the edge stops and its leak detector is checked first.
     sipwall: Sipwall,
+    kamailio: Kamailio,
     edge: u16,
 }
 
@@ -110,24 +126,29 @@ impl World {
             &format!("[runtime]\nworkers = 2\n{policy}"),
         );
         let sipwall = start_sipwall(&work, &text, edge);
+        Kamailio::forbid_in(&sipwall.leaks);
         World {
             work,
-            kamailio,
             sipwall,
+            kamailio,
             edge,
         }
     }
 
-    /// Runs a sipvicious tool from `source` against `port` (the edge, or the registrar
-    /// itself), posing as `agent` (`None`: the tool's own user agent); its output.
+    /// Runs a sipvicious tool from `source` against `target`, posing as `agent` (`None`:
+    /// the tool's own user agent); its output.
     fn sipvicious(
         &self,
         tool: &str,
         source: &str,
         agent: Option<&str>,
-        port: u16,
+        target: Target,
         args: &[&str],
     ) -> String {
+        let (host, port) = match target {
+            Target::Edge => (PUBLIC_IP, self.edge),
+            Target::Registrar => (UPSTREAM_IP, self.kamailio.port),
+        };
         let mut command = Command::new("timeout");
         command
             .arg("40")
@@ -135,9 +156,9 @@ impl World {
             .arg(self.work.join("sv.py"))
             .args([tool, source, agent.unwrap_or("-")]);
         if tool == "svmap" {
-            command.args(["-b", source, "127.0.0.1", "-p", &port.to_string()]);
+            command.args(["-b", source, host, "-p", &port.to_string()]);
         } else {
-            command.arg(format!("udp://127.0.0.1:{port}"));
+            command.arg(format!("udp://{host}:{port}"));
         }
         let output = command
             .args(args)
@@ -275,10 +296,12 @@ fn real_extensions() -> BTreeSet<String> {
 fn svwar_finds_every_extension_of_the_leaky_registrar_but_none_through_sipwall() {
     let _serial = serial();
     let world = World::start("attack-svwar", "", &[]);
+    // svwar's first REGISTER bans it: the edge answers it nothing.
+    world.sipwall.leaks.expect_public_traffic(false);
     let scan = ["-e", SCAN_RANGE, "--domain", "example.com"];
 
     // Without sipwall, the leak works: svwar lists exactly the real extensions.
-    let direct = world.sipvicious("svwar", "127.0.0.20", None, world.kamailio.port, &scan);
+    let direct = world.sipvicious("svwar", "127.0.0.20", None, Target::Registrar, &scan);
     assert_eq!(
         reported_extensions(&direct),
         real_extensions(),
@@ -287,7 +310,7 @@ fn svwar_finds_every_extension_of_the_leaky_registrar_but_none_through_sipwall()
     );
 
     let before = world.registers(|_| true).len();
-    let output = world.sipvicious("svwar", "127.0.0.21", None, world.edge, &scan);
+    let output = world.sipvicious("svwar", "127.0.0.21", None, Target::Edge, &scan);
     let found = reported_extensions(&output);
     assert!(
         found.is_disjoint(&real_extensions()),
@@ -331,7 +354,7 @@ fn svwar_posing_as_a_phone_learns_nothing_and_is_banned_for_unanswered_challenge
             "svwar",
             source,
             Some(PHONE_UA),
-            world.edge,
+            Target::Edge,
             &["--force", "-e", range, "--domain", "example.com"],
         );
         found.extend(reported_extensions(&output));
@@ -437,7 +460,7 @@ fn svcrack_is_banned_after_three_failed_passwords() {
         "svcrack",
         source,
         Some(PHONE_UA),
-        world.edge,
+        Target::Edge,
         &[
             "-u",
             "1001",
@@ -494,7 +517,7 @@ fn svmap_learns_no_fingerprint_through_sipwall() {
         "svmap",
         "127.0.0.24",
         Some(PHONE_UA),
-        world.kamailio.port,
+        Target::Registrar,
         &as_phone,
     );
     assert!(
@@ -503,7 +526,7 @@ fn svmap_learns_no_fingerprint_through_sipwall() {
         world.report(&direct)
     );
 
-    let scanner = world.sipvicious("svmap", "127.0.0.25", None, world.edge, &[]);
+    let scanner = world.sipvicious("svmap", "127.0.0.25", None, Target::Edge, &[]);
     assert!(
         !scanner.to_ascii_lowercase().contains("kamailio"),
         "svmap learnt the server through sipwall{}",
@@ -513,7 +536,13 @@ fn svmap_learns_no_fingerprint_through_sipwall() {
         panic!("svmap's source was not banned{}", world.report(&scanner));
     };
 
-    let phone = world.sipvicious("svmap", "127.0.0.26", Some(PHONE_UA), world.edge, &as_phone);
+    let phone = world.sipvicious(
+        "svmap",
+        "127.0.0.26",
+        Some(PHONE_UA),
+        Target::Edge,
+        &as_phone,
+    );
     assert!(
         !phone.to_ascii_lowercase().contains("kamailio"),
         "svmap posing as a phone learnt the server through sipwall{}",
@@ -558,7 +587,7 @@ fn a_flood_from_four_sources_is_banned_while_a_trusted_peer_keeps_calling() {
     );
     let sipwall = start_sipwall(&dir, &text, edge);
     let uas = Command::new(sipp())
-        .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &upstream.to_string()])
+        .args(["-sn", "uas", "-i", UPSTREAM_IP, "-p", &upstream.to_string()])
         .args(["-timeout", "90s", "-nostdin", "-trace_err"])
         .current_dir(&dir)
         .stdin(Stdio::null())

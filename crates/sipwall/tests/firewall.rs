@@ -6,6 +6,10 @@
 //!
 //! They need root, `nft` and `ip` (`scripts/test` installs the tools); without them they
 //! fail and say what is missing.
+//!
+//! No leak detector runs here: these tests never start the proxy (`sipwall run`), only
+//! `sipwall firewall`, so nothing of the inside is ever forwarded; the traffic through
+//! the veth pair is the tests' own.
 
 mod common;
 

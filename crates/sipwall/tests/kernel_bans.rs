@@ -3,6 +3,10 @@
 //! rises, sipwall receives nothing, its conntrack entries go), an unban lets it back,
 //! and a sipwall killed with SIGKILL while bans are being made finds every acknowledged
 //! ban again, in memory and in the kernel set, when it starts again.
+//!
+//! These tests write their configurations by hand (the edge listens inside its own
+//! namespace), so the leak detector of `common` is started here, inside the edge's
+//! namespace, and checked at the end of each test once the edge is stopped.
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,8 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::leak::{LeakDetector, Topology};
 use common::netns::Netns;
-use common::{Guard, work_dir};
+use common::{Guard, INNER_IP, UPSTREAM_IP, work_dir};
 
 const TOKEN: &str = "kernel-test-token-0123456789";
 const ADMIN: &str = "127.0.0.1:5063";
@@ -26,7 +31,7 @@ const ADMIN: &str = "127.0.0.1:5063";
 fn config(dir: &Path, public: &str) -> String {
     format!(
         "[listen]\nudp = [\"{public}:5060\"]\ntcp = [\"{public}:5060\"]\n\
-         [inner]\naddress = \"127.0.0.1:5070\"\n[upstream]\naddress = \"127.0.0.1:5080\"\n\
+         [inner]\naddress = \"{INNER_IP}:5070\"\n[upstream]\naddress = \"{UPSTREAM_IP}:5080\"\n\
          [keys]\ncurrent = \"{}\"\n[runtime]\nworkers = 1\n\
          [admin]\nlisten = \"{ADMIN}\"\ntoken = \"{TOKEN}\"\n\
          [bans]\nstore = \"{}\"\nkernel = \"on\"\nbatch_ms = 20\n",
@@ -136,8 +141,10 @@ fn a_banned_source_is_dropped_by_the_kernel_and_sipwall_receives_nothing() {
         "add table inet host; add chain inet host input { type filter hook input priority 0; }; \
          add rule inet host input ct state established,related accept",
     ]);
-    std::fs::write(dir.join("sipwall.toml"), config(&dir, "10.77.0.1")).unwrap();
-    let _sipwall = start(&edge, &dir, 1);
+    let text = config(&dir, "10.77.0.1");
+    std::fs::write(dir.join("sipwall.toml"), &text).unwrap();
+    let leaks = LeakDetector::start_in_netns(&edge, Topology::from_config(&text));
+    let sipwall = start(&edge, &dir, 1);
 
     // An established flow: the attacker's OPTIONS are answered by the edge.
     let flow = attacker.spawn(|| {
@@ -252,13 +259,20 @@ fn a_banned_source_is_dropped_by_the_kernel_and_sipwall_receives_nothing() {
     assert!(answered, "an unbanned source is still refused");
     let listing = edge.run(&["nft", "list", "set", "inet", "sipwall_bans", "ban4"]);
     assert!(!listing.contains("10.77.0.2"), "{listing}");
+    drop(sipwall);
+    leaks.assert_clean();
 }
 
 #[test]
 fn acknowledged_bans_survive_sigkill_in_memory_and_in_the_kernel() {
     let dir = work_dir("kernel-kill");
     let edge = Netns::new("kkill");
-    std::fs::write(dir.join("sipwall.toml"), config(&dir, "127.0.0.1")).unwrap();
+    let text = config(&dir, "127.0.0.1");
+    std::fs::write(dir.join("sipwall.toml"), &text).unwrap();
+    let leaks = LeakDetector::start_in_netns(&edge, Topology::from_config(&text));
+    // Only the admin endpoint is used: the edge has nothing to say to the public side,
+    // and must say nothing of the inside if it did.
+    leaks.expect_public_traffic(false);
     let mut sipwall = start(&edge, &dir, 1);
 
     // A client bans addresses as fast as acknowledgements come, until the daemon dies.
@@ -292,7 +306,7 @@ fn acknowledged_bans_survive_sigkill_in_memory_and_in_the_kernel() {
         acknowledged.len()
     );
 
-    let _sipwall = start(&edge, &dir, 2);
+    let restarted = start(&edge, &dir, 2);
     let (status, body) = edge.enter(|| admin("GET", "/v1/bans", "")).unwrap();
     assert_eq!(status, 200);
     let bans: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -326,4 +340,6 @@ fn acknowledged_bans_survive_sigkill_in_memory_and_in_the_kernel() {
     );
     let log = std::fs::read_to_string(dir.join("sipwall-2.log")).unwrap();
     assert!(log.contains("bans restored from the store"), "{log}");
+    drop(restarted);
+    leaks.assert_clean();
 }

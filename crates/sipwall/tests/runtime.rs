@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Sipwall, config, free_port, start_sipwall, work_dir};
+use common::{INNER_IP, Sipwall, UPSTREAM_IP, config, free_port, start_sipwall, work_dir};
 use sipwall_sip::{Contact, Framing, Limits, Message};
 
 fn request(method: &str, uri: &str, transport: &str, from: SocketAddr, extra: &str) -> String {
@@ -22,7 +22,10 @@ Call-ID: {}@test\r\nCSeq: 1 {method}\r\n{extra}Content-Length: 0\r\n\r\n",
     )
 }
 
-fn udp(bind: &str) -> UdpSocket {
+/// Where the test's upstream sockets bind: the upstream's own address.
+const UPSTREAM: (&str, u16) = (UPSTREAM_IP, 0);
+
+fn udp(bind: impl std::net::ToSocketAddrs) -> UdpSocket {
     let socket = UdpSocket::bind(bind).expect("bind");
     socket
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -70,7 +73,7 @@ fn edge(name: &str, upstream: u16, extra: &str) -> (Sipwall, u16) {
 
 #[test]
 fn options_to_the_edge_is_answered_and_requests_go_up_and_back() {
-    let upstream = udp("127.0.0.1:0");
+    let upstream = udp(UPSTREAM);
     let (_edge, public) = edge("rt-options", upstream.local_addr().unwrap().port(), "");
     let phone = udp("127.0.0.1:0");
     let me = phone.local_addr().unwrap();
@@ -111,7 +114,7 @@ fn phones_on_ipv6_reach_an_ipv4_upstream() {
     phone
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let upstream = udp("127.0.0.1:0");
+    let upstream = udp(UPSTREAM);
     let public = free_port();
     let mut text = config(
         public,
@@ -135,12 +138,16 @@ fn phones_on_ipv6_reach_an_ipv4_upstream() {
 
 #[test]
 fn sighup_switches_the_upstream_without_a_restart_and_sigterm_stops() {
-    let first = udp("127.0.0.1:0");
-    let second = udp("127.0.0.1:0");
+    let first = udp(UPSTREAM);
+    let second = udp(UPSTREAM);
     let public = free_port();
     let inner = free_port();
     let text = config(public, inner, first.local_addr().unwrap().port(), "");
     let mut edge = start_sipwall(&work_dir("rt-reload"), &text, public);
+    // The second upstream is of the inside too; and no upstream ever answers, so the
+    // phone gets nothing back.
+    edge.leaks.add_upstream(second.local_addr().unwrap());
+    edge.leaks.expect_public_traffic(false);
     let phone = udp("127.0.0.1:0");
     let me = phone.local_addr().unwrap();
     let send = |phone: &UdpSocket| {
@@ -200,7 +207,7 @@ fn sighup_switches_the_upstream_without_a_restart_and_sigterm_stops() {
 
 #[test]
 fn tcp_connections_are_capped_per_source_and_closed_when_idle() {
-    let upstream = udp("127.0.0.1:0");
+    let upstream = udp(UPSTREAM);
     let (_edge, public) = edge(
         "rt-tcp-limits",
         upstream.local_addr().unwrap().port(),
@@ -251,8 +258,11 @@ fn tcp_connections_are_capped_per_source_and_closed_when_idle() {
 
 #[test]
 fn a_request_for_a_closed_tcp_flow_is_answered_430() {
-    let upstream = udp("127.0.0.1:0");
-    let (_edge, public) = edge("rt-430", upstream.local_addr().unwrap().port(), "");
+    let upstream = udp(UPSTREAM);
+    let (edge, public) = edge("rt-430", upstream.local_addr().unwrap().port(), "");
+    // The REGISTER is never answered and the 430 goes to the upstream: the phone gets
+    // nothing.
+    edge.leaks.expect_public_traffic(false);
     // A TCP phone registers; the upstream learns its masked Contact.
     let mut phone = TcpStream::connect(("127.0.0.1", public)).unwrap();
     let me = phone.local_addr().unwrap();
@@ -275,7 +285,7 @@ fn a_request_for_a_closed_tcp_flow_is_answered_430() {
 
     // The upstream calls the masked Contact: the flow is gone, the edge answers 430.
     let invite = request("INVITE", &masked, "UDP", upstream.local_addr().unwrap(), "");
-    let inner = format!("127.0.0.1:{}", contact.uri.port.unwrap());
+    let inner = format!("{INNER_IP}:{}", contact.uri.port.unwrap());
     upstream.send_to(invite.as_bytes(), &inner).unwrap();
     let (reply, _) = receive(&upstream);
     assert_eq!(status(&reply), Some(430));

@@ -3,7 +3,8 @@
 //! sipp's built-in `uas` scenario plays the upstream, its `uac` scenario the phone
 //! (INVITE, ACK, BYE with the response timers sipp applies, so retransmissions happen
 //! when a message is late). The phone side runs over UDP and over TCP; the upstream
-//! side is UDP. Every process is bounded in time and killed when the test ends.
+//! side is UDP, on the upstream's own address. Every process is bounded in time and
+//! killed when the test ends; the leak detector of `common` checks what the phones got.
 //!
 //! sipp comes from Debian's `sip-tester` package; `scripts/test` installs it. A
 //! missing sipp fails the test: it is never skipped.
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Guard, Sipwall, config, free_port, sipp, start_sipwall, work_dir};
+use common::{Guard, Sipwall, UPSTREAM_IP, config, free_port, sipp, start_sipwall, work_dir};
 
 /// Starts sipwall in front of an upstream on `upstream`.
 fn start_edge(upstream: u16, name: &str) -> (Sipwall, u16) {
@@ -32,7 +33,7 @@ fn start_edge(upstream: u16, name: &str) -> (Sipwall, u16) {
 fn start_uas(port: u16, dir: &Path, transport: &str) -> Guard {
     let child = Command::new(sipp())
         .current_dir(dir)
-        .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-sn", "uas", "-i", UPSTREAM_IP, "-p", &port.to_string()])
         .args(["-t", transport, "-nostdin", "-trace_err", "-timeout", "60"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

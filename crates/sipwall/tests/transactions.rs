@@ -15,7 +15,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Guard, Sipwall, config, free_port, sipp as sipp_path, start_sipwall, work_dir};
+use common::{
+    Guard, Sipwall, UPSTREAM_IP, config, free_port, sipp as sipp_path, start_sipwall, work_dir,
+};
 
 use sipwall_sip::{Framing, HeaderName, Limits, Message, Method};
 
@@ -63,7 +65,7 @@ struct Upstream {
 
 impl Upstream {
     fn new() -> Upstream {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind upstream");
+        let socket = UdpSocket::bind((UPSTREAM_IP, 0)).expect("bind upstream");
         socket
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");

@@ -6,7 +6,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::free_port;
+use super::leak::LeakDetector;
+use super::{UPSTREAM_IP, free_port};
+
+/// Kamailio's host name (an alias of its own): something of the inside.
+pub const HOST_NAME: &str = "pbx.inside.example";
+/// The header of the inside that Kamailio adds to every request it forwards and every
+/// reply it sends or forwards. The edge's topology hiding is to remove it.
+pub const MARKER_HEADER: &str = "X-Internal-Node";
+/// The value of [`MARKER_HEADER`].
+pub const MARKER_VALUE: &str = "pbx-inside-7";
+/// The product's name, which its Server and User-Agent headers give away.
+pub const PRODUCT: &str = "kamailio";
 
 /// A child that runs in its own process group, stopped with SIGTERM to the whole group
 /// when dropped (Kamailio forks workers and renames its processes: SIGKILL to the main
@@ -56,7 +67,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A running Kamailio on 127.0.0.1:`port` (UDP).
+/// A running Kamailio on [`UPSTREAM_IP`]:`port` (UDP).
 pub struct Kamailio {
     /// Its port.
     pub port: u16,
@@ -87,7 +98,9 @@ impl Kamailio {
             .arg(peers().join("kamailio.cfg"))
             .args(["-DD", "-E", "-Y"])
             .arg(work.join("run"))
-            .args(["-A", &format!("LISTEN=udp:127.0.0.1:{port}")])
+            .args(["-A", &format!("LISTEN=udp:{UPSTREAM_IP}:{port}")])
+            .args(["-A", &format!("HOST_NAME=\"{HOST_NAME}\"")])
+            .args(["-A", &format!("MARKER=\"{MARKER_HEADER}: {MARKER_VALUE}\"")])
             .args([
                 "-A",
                 &format!("DBURL=\"text://{}\"", work.join("dbtext").display()),
@@ -118,6 +131,15 @@ impl Kamailio {
             log,
             _process: process,
         }
+    }
+
+    /// Tells `leaks` what of Kamailio must not reach the public side, besides its address
+    /// and port: its host name, its marker header (name and value) and its product name.
+    pub fn forbid_in(leaks: &LeakDetector) {
+        leaks.forbid(HOST_NAME, "the upstream's host name");
+        leaks.forbid(MARKER_HEADER, "the name of the inside's marker header");
+        leaks.forbid(MARKER_VALUE, "the inside's marker");
+        leaks.forbid(PRODUCT, "the upstream's product name");
     }
 
     /// Kamailio's log so far.
