@@ -291,3 +291,18 @@ fn what_only_looks_like_an_inside_address_passes() {
         assert_eq!(found(message), Vec::<String>::new(), "{message}");
     }
 }
+
+#[test]
+fn media_addresses_in_an_sdp_body_are_out_of_scope_but_not_in_its_headers() {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\nc=IN IP4 127.0.0.2\r\n";
+    let clean = format!(
+        "SIP/2.0 200 OK\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    assert!(found(&clean).is_empty(), "{:?}", found(&clean));
+    let leaky = clean.replace("Content-Type", "Contact: <sip:127.0.0.2>\r\nContent-Type");
+    assert!(!found(&leaky).is_empty());
+    // Another body type is searched whole.
+    let text = clean.replace("application/sdp", "text/plain");
+    assert!(!found(&text).is_empty());
+}

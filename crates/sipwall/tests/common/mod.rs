@@ -54,6 +54,10 @@ pub fn work_dir(name: &str) -> PathBuf {
 /// namespaces of its own).
 pub const TEST_BANS: &str = "[bans]\nstore = \"bans.db\"\nkernel = \"off\"\n";
 
+/// The `[topology]` of a test edge: hiding on (the default), and the marker header the
+/// test Kamailio adds to what it sends removed, as an operator lists such headers.
+pub const TEST_TOPOLOGY: &str = "[topology]\nremove_headers = [\"X-Internal-Node\"]\n";
+
 /// The configuration of an edge on [`PUBLIC_IP`]:`public` (UDP and TCP), inner address
 /// [`INNER_IP`]:`inner`, in front of [`UPSTREAM_IP`]:`upstream`, with `extra` TOML
 /// appended.
@@ -61,7 +65,7 @@ pub fn config(public: u16, inner: u16, upstream: u16, extra: &str) -> String {
     format!(
         "[listen]\nudp = [\"{PUBLIC_IP}:{public}\"]\ntcp = [\"{PUBLIC_IP}:{public}\"]\n\
 [inner]\naddress = \"{INNER_IP}:{inner}\"\n[upstream]\naddress = \"{UPSTREAM_IP}:{upstream}\"\n\
-[keys]\ncurrent = \"{}\"\n{TEST_BANS}{extra}",
+[keys]\ncurrent = \"{}\"\n{TEST_TOPOLOGY}{TEST_BANS}{extra}",
         "ab".repeat(32)
     )
 }
