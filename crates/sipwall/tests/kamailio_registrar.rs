@@ -27,6 +27,7 @@ struct World {
     ctl: String,
     edge: u16,
     inner: u16,
+    registrar: u16,
     // Dropped first: the edge stops and its leak detector is checked while Kamailio is
     // still there.
     _sipwall: Sipwall,
@@ -34,9 +35,9 @@ struct World {
 }
 
 impl World {
-    fn start() -> World {
+    fn start(name: &str) -> World {
         require("sipp", "sip-tester");
-        let work = std::env::temp_dir().join(format!("sipwall-kamailio-{}", std::process::id()));
+        let work = std::env::temp_dir().join(format!("sipwall-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&work);
         copy_dir(&peers().join("dbtext"), &work.join("dbtext"));
         let kamailio = Kamailio::start(&work, &[], Duration::from_secs(120));
@@ -53,6 +54,7 @@ impl World {
             ctl,
             edge,
             inner,
+            registrar,
             _sipwall: sipwall,
             _kamailio: kamailio,
         }
@@ -60,14 +62,28 @@ impl World {
 
     /// A sipp command toward the edge, logging under the work directory as `name`.
     fn sipp(&self, name: &str, scenario: &str, port: u16, args: &[&str]) -> Command {
+        let edge = format!("{}:{}", common::PUBLIC_IP, self.edge);
+        self.sipp_from(common::PUBLIC_IP, &edge, name, scenario, port, args)
+    }
+
+    /// A sipp command from `local_ip` toward `target`.
+    fn sipp_from(
+        &self,
+        local_ip: &str,
+        target: &str,
+        name: &str,
+        scenario: &str,
+        port: u16,
+        args: &[&str],
+    ) -> Command {
         let mut command = Command::new("timeout");
         command
             .arg("60")
             .arg("sipp")
-            .arg(format!("127.0.0.1:{}", self.edge))
+            .arg(target)
             .arg("-sf")
             .arg(peers().join("sipp").join(scenario))
-            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-i", local_ip, "-p", &port.to_string()])
             .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
             .args(["-trace_err", "-error_file"])
             .arg(self.work.join(format!("{name}.err")))
@@ -144,6 +160,28 @@ impl World {
     }
 }
 
+impl World {
+    /// Places a call from inside: an application server next to Kamailio (on the
+    /// upstream's address) calls `callee` through Kamailio, which sends it to the edge;
+    /// the call, its Call-ID and its BYE are the inside's own. Returns sipp's status.
+    fn inside_call(&self, caller: &str, password: &str, callee: &str) -> ExitStatus {
+        let name = format!("inside-{caller}-calls-{callee}");
+        let registrar = format!("{}:{}", common::UPSTREAM_IP, self.registrar);
+        self.sipp_from(
+            common::UPSTREAM_IP,
+            &registrar,
+            &name,
+            "uac_call_auth.xml",
+            free_port(),
+            &[
+                "-s", callee, "-key", "caller", caller, "-au", caller, "-ap", password,
+            ],
+        )
+        .status()
+        .expect("run the inside caller")
+    }
+}
+
 /// Waits for a phone's sipp to end; true if it answered its call and exited 0.
 fn finished(mut phone: Guard) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -158,7 +196,7 @@ fn finished(mut phone: Guard) -> bool {
 
 #[test]
 fn phones_register_through_the_edge_and_call_each_other_both_ways() {
-    let world = World::start();
+    let world = World::start("kamailio");
     let alice_port = free_port();
     let bob_port = free_port();
     // Bob is behind NAT: his Via and Contact name a port where nothing listens, his
@@ -208,4 +246,23 @@ fn phones_register_through_the_edge_and_call_each_other_both_ways() {
         "alice's phone did not answer and hang up: see {}",
         world.work.display()
     );
+}
+
+#[test]
+fn a_call_from_inside_reaches_a_phone_with_nothing_of_the_inside() {
+    let world = World::start("kamailio-inside");
+    // Bob is behind NAT and registered through the edge.
+    let bob = world.phone("bob", "bob-secret", free_port(), free_port(), "u1");
+    assert!(
+        world.inside_call("carol", "carol-secret", "bob").success(),
+        "the inside could not call bob: see {}",
+        world.work.display()
+    );
+    assert!(
+        finished(bob),
+        "bob's phone did not answer and hang up: see {}",
+        world.work.display()
+    );
+    // The leak detector, checked when the world ends, forbids the inside caller's
+    // Call-ID (and its address, in it) as well as Kamailio's.
 }
