@@ -290,3 +290,85 @@ fn a_request_for_a_closed_tcp_flow_is_answered_430() {
     let (reply, _) = receive(&upstream);
     assert_eq!(status(&reply), Some(430));
 }
+
+/// The value of the first header `name` of `bytes`.
+fn header(bytes: &[u8], name: sipwall_sip::HeaderName) -> String {
+    let msg = Message::parse(bytes, Framing::Datagram, &Limits::default()).expect("parse");
+    let value = msg.header(name).map(|h| h.value).unwrap_or_default();
+    String::from_utf8_lossy(value).into_owned()
+}
+
+#[test]
+fn an_upstream_call_reaches_the_phone_masked_and_a_forged_mask_bans_its_sender() {
+    use sipwall_sip::HeaderName;
+    let upstream = udp(UPSTREAM);
+    // Forged masks ban at once here (the default answers 403 or 481 and counts them).
+    let (edge, public) = edge(
+        "rt-topology",
+        upstream.local_addr().unwrap().port(),
+        "[policy.rules.bad_token]\naction = \"ban\"\n",
+    );
+    let phone = udp("127.0.0.1:0");
+    let me = phone.local_addr().unwrap();
+    // The phone registers through the edge; the upstream keeps the masked Contact.
+    let register = request(
+        "REGISTER",
+        "sip:example.com",
+        "UDP",
+        me,
+        &format!("Contact: <sip:alice@{me}>;expires=60\r\n"),
+    );
+    phone
+        .send_to(register.as_bytes(), ("127.0.0.1", public))
+        .unwrap();
+    let (up, from) = receive(&upstream);
+    let contact = header(&up, HeaderName::Contact);
+    let target = contact
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or_default();
+    answer(&upstream, &up, from, 200);
+    assert_eq!(status(&receive(&phone).0), Some(200));
+
+    // The upstream calls the phone with a Call-ID of its own, naming its address.
+    let here = upstream.local_addr().unwrap();
+    let invite = format!(
+        "INVITE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {here};branch=z9hG4bKup1\r\n\
+Max-Forwards: 70\r\nRecord-Route: <sip:{here};lr>\r\nFrom: <sip:pbx@{here}>;tag=p1\r\n\
+To: <sip:alice@example.com>\r\nCall-ID: pbx-7@{here}\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:pbx@{here}>\r\nServer: PBX 1.0\r\nContent-Length: 0\r\n\r\n"
+    );
+    upstream.send_to(invite.as_bytes(), from).unwrap();
+    let (down, _) = receive(&phone);
+    let masked = header(&down, HeaderName::CallId);
+    assert!(masked.starts_with("swcid-"), "{masked}");
+
+    // A BYE with a forged mask bans the phone: no answer, a ban in the log.
+    let bye = format!(
+        "BYE sip:pbx@127.0.0.1:{public} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbye9\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a9\r\nTo: <sip:pbx@127.0.0.1>;tag=p1\r\n\
+Call-ID: swcid-{}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        "A".repeat(40)
+    );
+    phone
+        .send_to(bye.as_bytes(), ("127.0.0.1", public))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(edge.dir.join("sipwall.log")).unwrap();
+        if log.contains("banned 127.0.0.1") && log.contains("rule=\"bad_token\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no bad_token ban logged:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    phone
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(
+        phone.recv_from(&mut buf).is_err(),
+        "the forged BYE was answered"
+    );
+}
