@@ -842,3 +842,53 @@ fn only_the_upstream_speaks_on_the_inner_side() {
     );
     assert_eq!(out.dropped, Some(DropReason::NotUpstream));
 }
+
+/// Where the masks of `text` are: the base64 runs after `swcid-`, `swr=`, `swu=`.
+fn mask_spans(text: &str) -> Vec<std::ops::Range<usize>> {
+    let mut spans = Vec::new();
+    for prefix in ["swcid-", "swr=", "swu="] {
+        for (at, _) in text.match_indices(prefix) {
+            let start = at + prefix.len();
+            let len = text[start..]
+                .bytes()
+                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+                .count();
+            spans.push(start..start + len);
+        }
+    }
+    spans
+}
+
+proptest::proptest! {
+    /// Any change to a mask in a phone's request (a byte replaced, the token cut) is
+    /// refused: nothing of it is decoded and sent inward.
+    #[test]
+    fn a_changed_mask_never_goes_inward(
+        which in 0usize..16,
+        offset in 0usize..200,
+        replacement in proptest::sample::select(
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".to_vec()
+        ),
+        cut in proptest::bool::ANY,
+    ) {
+        let mut lab = Lab::new();
+        let (invite, _) = upstream_call(&mut lab);
+        let phone = Dialog::uas(&invite, "b7");
+        let bye = phone.request("BYE", 5, "SIP/2.0/TCP 192.168.1.5:5062;branch=z9hG4bKb5", "");
+        let spans = mask_spans(&bye);
+        proptest::prop_assert!(spans.len() >= 3);
+        let span = spans[which % spans.len()].clone();
+        let at = span.start + offset % span.len();
+        let mut bytes = bye.clone().into_bytes();
+        if cut {
+            bytes.drain(at..span.end);
+        } else {
+            bytes[at] = replacement;
+        }
+        let changed = String::from_utf8(bytes).expect("ASCII");
+        proptest::prop_assume!(changed != bye);
+        let out = lab.send(&changed, Side::Public, phone_b());
+        proptest::prop_assert_ne!(out.to, Some(Target::Upstream), "{}", out.text);
+        proptest::prop_assert!(lab.bad_tokens() >= 1);
+    }
+}
