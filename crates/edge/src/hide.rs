@@ -111,6 +111,12 @@ impl Edge {
         for header in msg.headers() {
             let remove = match header.name {
                 HeaderName::Server | HeaderName::UserAgent | HeaderName::Warning => true,
+                // The registrar's echo of Path and its Service-Route name the inside;
+                // the phone needs neither (everything it sends goes through the edge).
+                HeaderName::Path => topology.hide,
+                _ if topology.hide && header.raw_name.eq_ignore_ascii_case(b"Service-Route") => {
+                    true
+                }
                 _ => topology
                     .remove_headers
                     .iter()

@@ -672,6 +672,9 @@ impl Edge {
             .is_some_and(|cseq| cseq.method == Method::Register);
         if let AnswerVerdict::Disguise(code) = verdict {
             self.disguise(msg, checked, code)?;
+            if hide {
+                self.hide_contacts(msg, flow, false)?;
+            }
         } else if register {
             self.unmask_contacts(msg, hide.then_some(flow))?;
         } else if hide {

@@ -801,8 +801,10 @@ Contact: <sip:alice@192.168.1.5:5062>;expires=3600\r\nContent-Length: 0\r\n\r\n"
     let forwarded = lab.up(register, phone_a());
     let stored = value(&forwarded, HeaderName::Contact);
     // The registrar lists the phone's binding and one made inside.
-    let extra =
-        format!("Contact: {stored}, <sip:alice@10.0.0.40:5060>;expires=60\r\nServer: kamailio\r\n");
+    let extra = format!(
+        "Contact: {stored}, <sip:alice@10.0.0.40:5060>;expires=60\r\nServer: kamailio\r\n\
+Path: <sip:10.0.0.2:5080;lr>\r\nService-Route: <sip:orig@10.0.0.2:5080;lr>\r\n"
+    );
     let down = lab.down(&answer(&forwarded, "200 OK", "reg", &extra), phone_a());
     let contacts = entries(&down, HeaderName::Contact);
     assert_eq!(contacts[0], "<sip:alice@192.168.1.5:5062>;expires=3600");
