@@ -406,8 +406,8 @@ fn in_dialog_requests_of_an_upstream_call_go_both_ways_and_keep_one_call_id() {
     let (invite, ok_up) = upstream_call(&mut lab);
     let masked_call_id = value(&invite, HeaderName::CallId);
 
-    // The phone (UAS) sends ACK... no: the upstream, the UAC, sends the ACK and a
-    // re-INVITE, BYE and NOTIFY through its route set.
+    // The upstream, the UAC, sends the ACK, then a re-INVITE, a NOTIFY and a BYE of its
+    // own, through its route set.
     let mut pbx = Dialog::uac(&ok_up);
     // Its route set, without the entry the upstream record-routed itself.
     pbx.route.retain(|entry| !entry.contains("10.0.0.2"));
