@@ -16,6 +16,9 @@
 //!   show the phone its own Contacts again.
 //! - **Record-Route**: dialog-creating requests get two Record-Route entries, one per
 //!   side (RFC 5658), so in-dialog requests from either side pass the edge.
+//! - **Topology hiding** ([`hide`](TopologyConfig)): toward phones, the inside's Via
+//!   stack, Record-Route entries, Contacts, Call-IDs and addresses are masked, and
+//!   restored from what phones send back; only the upstream may speak on the inner side.
 //!
 //! Every message from the public side also passes the security pipeline
 //! ([`sipwall_policy::Engine`], shared by the workers): banned sources are refused
