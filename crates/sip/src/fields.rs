@@ -199,14 +199,23 @@ impl<'a> Via<'a> {
             return Err(FieldError::Empty);
         }
         let mut cursor = Cursor { s: v, pos: 0 };
-        let protocol = cursor.token().ok_or(FieldError::BadProtocol)?;
-        cursor.skip_lws();
-        cursor.expect(b'/').ok_or(FieldError::BadProtocol)?;
-        cursor.skip_lws();
-        let version = cursor.token().ok_or(FieldError::BadProtocol)?;
-        cursor.skip_lws();
-        cursor.expect(b'/').ok_or(FieldError::BadProtocol)?;
-        cursor.skip_lws();
+        // Nearly every Via starts with exactly this, which the general steps below would
+        // read as the same protocol and version.
+        let (protocol, version) = if v.starts_with(b"SIP/2.0/") {
+            cursor.pos = 8;
+            cursor.skip_lws();
+            (&v[..3], &v[4..7])
+        } else {
+            let protocol = cursor.token().ok_or(FieldError::BadProtocol)?;
+            cursor.skip_lws();
+            cursor.expect(b'/').ok_or(FieldError::BadProtocol)?;
+            cursor.skip_lws();
+            let version = cursor.token().ok_or(FieldError::BadProtocol)?;
+            cursor.skip_lws();
+            cursor.expect(b'/').ok_or(FieldError::BadProtocol)?;
+            cursor.skip_lws();
+            (protocol, version)
+        };
         let transport = cursor.token().ok_or(FieldError::BadProtocol)?;
         if cursor.skip_lws() == 0 {
             return Err(FieldError::BadSentBy);
@@ -552,6 +561,7 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     /// Skips white space; returns how much was skipped.
+    #[inline]
     fn skip_lws(&mut self) -> usize {
         let start = self.pos;
         while self.pos < self.s.len() && is_lws(self.s[self.pos]) {
@@ -560,6 +570,7 @@ impl<'a> Cursor<'a> {
         self.pos - start
     }
 
+    #[inline]
     fn take_while(&mut self, keep: impl Fn(u8) -> bool) -> &'a [u8] {
         let start = self.pos;
         while self.pos < self.s.len() && keep(self.s[self.pos]) {
@@ -569,6 +580,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A non-empty token.
+    #[inline]
     fn token(&mut self) -> Option<&'a [u8]> {
         let token = self.take_while(is_token);
         (!token.is_empty()).then_some(token)

@@ -374,12 +374,17 @@ impl<'a> Message<'a> {
     /// Via, Contact, Route, Record-Route and Path, where one field may carry several.
     /// Commas inside quoted strings and angle brackets do not split.
     pub fn values(&self, name: HeaderName) -> impl Iterator<Item = HeaderValue<'a>> + '_ {
-        self.headers_named(name).flat_map(|header| {
-            split_list(header.value).map(move |value| HeaderValue {
-                header_index: header.index,
-                value,
-            })
-        })
+        let first = self.first_index[name as usize];
+        Values {
+            message: self,
+            name,
+            next_header: if first == NONE {
+                self.headers.len
+            } else {
+                usize::from(first)
+            },
+            current: None,
+        }
     }
 
     /// Offset of the empty line that closes the headers (where a new header goes).
@@ -425,16 +430,27 @@ pub struct HeaderValue<'a> {
 /// Entries are trimmed; empty entries are yielded (as empty slices at their position) so
 /// that validation can reject them.
 pub fn split_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = Some(value);
-    std::iter::from_fn(move || {
-        let current = rest?;
+    SplitList { rest: Some(value) }
+}
+
+/// The iterator of [`split_list`].
+struct SplitList<'a> {
+    /// What follows the last separator, until the last entry has been returned.
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for SplitList<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let current = self.rest?;
         let mut i = 0;
         // Jump between the only bytes that matter: separators, quotes and brackets.
         while let Some(found) = memchr::memchr3(b',', b'"', b'<', &current[i..]) {
             let at = i + found;
             match current[at] {
                 b',' => {
-                    rest = Some(&current[at + 1..]);
+                    self.rest = Some(&current[at + 1..]);
                     return Some(trim_lws(&current[..at]));
                 }
                 b'"' => match crate::params::quoted_string_len(&current[at..]) {
@@ -448,9 +464,48 @@ pub fn split_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
                 },
             }
         }
-        rest = None;
+        self.rest = None;
         Some(trim_lws(current))
-    })
+    }
+}
+
+/// The iterator of [`Message::values`]: the entries of one header field, then of the next
+/// field of the same name. Written out rather than built from iterator adapters, which
+/// cost more per entry than the list split itself for the usual one-entry field.
+struct Values<'m, 'a> {
+    message: &'m Message<'a>,
+    name: HeaderName,
+    /// The index of the next header field to look at.
+    next_header: usize,
+    /// The field being split: its index and the entries not yet returned.
+    current: Option<(usize, SplitList<'a>)>,
+}
+
+impl<'a> Iterator for Values<'_, 'a> {
+    type Item = HeaderValue<'a>;
+
+    fn next(&mut self) -> Option<HeaderValue<'a>> {
+        loop {
+            if let Some((header_index, entries)) = &mut self.current {
+                if let Some(value) = entries.next() {
+                    return Some(HeaderValue {
+                        header_index: *header_index,
+                        value,
+                    });
+                }
+                self.current = None;
+            }
+            let headers = self.message.headers.as_slice();
+            let (index, raw) = headers
+                .iter()
+                .enumerate()
+                .skip(self.next_header)
+                .find(|(_, raw)| raw.name == self.name)?;
+            self.next_header = index + 1;
+            let value = &self.message.buf[usize::from(raw.value_start)..usize::from(raw.value_end)];
+            self.current = Some((index, SplitList { rest: Some(value) }));
+        }
+    }
 }
 
 /// The single pass over the head of a message.

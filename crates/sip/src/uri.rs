@@ -198,11 +198,16 @@ impl<'a> Uri<'a> {
             headers: None,
             opaque: &rest[..0],
         };
-        if is_sip {
-            uri.scheme = Scheme::Sip;
-            parse_sip(rest, &mut uri)?;
+        // One call site for both SIP schemes, so that `parse_sip` is inlined once.
+        let sip_scheme = if is_sip {
+            Some(Scheme::Sip)
         } else if scheme_raw.eq_ignore_ascii_case(b"sips") {
-            uri.scheme = Scheme::Sips;
+            Some(Scheme::Sips)
+        } else {
+            None
+        };
+        if let Some(scheme) = sip_scheme {
+            uri.scheme = scheme;
             parse_sip(rest, &mut uri)?;
         } else if scheme_raw.eq_ignore_ascii_case(b"tel") {
             uri.scheme = Scheme::Tel;
@@ -223,6 +228,7 @@ impl<'a> Uri<'a> {
 }
 
 /// Parses `[userinfo@]host[:port][;params][?headers]`.
+#[inline(always)]
 fn parse_sip<'a>(rest: &'a [u8], uri: &mut Uri<'a>) -> Result<(), UriError> {
     // The user part may hold ';', '?' and '/' (RFC 3261 user-unreserved), so the '@'
     // decides where it ends. One scan over user characters finds it in the common case;
