@@ -370,6 +370,10 @@ fn parse_number(digits: &[u8]) -> Result<u32, FieldError> {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return Err(FieldError::BadNumber);
     }
+    // Nine digits cannot overflow a u32: no checked arithmetic needed.
+    if digits.len() <= 9 {
+        return Ok(digits.iter().fold(0, |n, &d| n * 10 + u32::from(d - b'0')));
+    }
     parse_u32(digits).ok_or(FieldError::OutOfRange)
 }
 

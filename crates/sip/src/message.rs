@@ -444,6 +444,13 @@ impl<'a> Iterator for SplitList<'a> {
 
     fn next(&mut self) -> Option<&'a [u8]> {
         let current = self.rest?;
+        // Only a comma splits: without one the rest is the last entry, whatever quotes
+        // and brackets it holds. That is the usual field of one entry, found with one
+        // search instead of a jump to each quote and bracket.
+        if memchr::memchr(b',', current).is_none() {
+            self.rest = None;
+            return Some(trim_lws(current));
+        }
         let mut i = 0;
         // Jump between the only bytes that matter: separators, quotes and brackets.
         while let Some(found) = memchr::memchr3(b',', b'"', b'<', &current[i..]) {
@@ -1145,6 +1152,14 @@ Via: SIP/2.0/UDP c\r\nx-a: 2\r\n\r\n",
         assert_eq!(
             entries,
             [&br#""a, b" <sip:x;p=1,2>"#[..], b"<sip:y>", b"", b"z"]
+        );
+        // Without a comma, one entry whatever quotes and brackets it holds.
+        for value in [&br#" "open <sip:x> "#[..], b"<sip:x", b"a>b", b""] {
+            assert_eq!(split_list(value).collect::<Vec<_>>(), [trim_lws(value)]);
+        }
+        assert_eq!(
+            split_list(br#""open, <sip:x>"#).collect::<Vec<_>>(),
+            [&br#""open, <sip:x>"#[..]]
         );
     }
 

@@ -166,17 +166,23 @@ impl<'a> Uri<'a> {
         if raw.len() > max_length {
             return Err(UriError::TooLong);
         }
-        // Nearly every URI is sip:; find its colon without a search.
-        let colon = if raw.len() > 4 && raw[3] == b':' {
-            3
-        } else {
-            raw.iter()
-                .position(|&b| b == b':')
-                .ok_or(UriError::BadScheme)?
+        // Nearly every URI is sip:; find its colon without a search, and recognise the
+        // scheme in any case with one compare (setting bit 0x20 lower-cases the letters,
+        // and only letters fold onto them; the colon is checked exactly).
+        let (colon, is_sip) = match raw.first_chunk::<4>() {
+            Some(head) if raw.len() > 4 && head[3] == b':' => (
+                3,
+                u32::from_le_bytes(*head) | 0x2020_2020 == u32::from_le_bytes(*b"sip:"),
+            ),
+            _ => {
+                let colon = raw
+                    .iter()
+                    .position(|&b| b == b':')
+                    .ok_or(UriError::BadScheme)?;
+                (colon, raw[..colon].eq_ignore_ascii_case(b"sip"))
+            }
         };
         let scheme_raw = &raw[..colon];
-        // `sip` in any case needs no look at its characters.
-        let is_sip = scheme_raw.eq_ignore_ascii_case(b"sip");
         let scheme_ok = is_sip
             || scheme_raw.first().is_some_and(u8::is_ascii_alphabetic)
                 && scheme_raw
