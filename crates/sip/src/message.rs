@@ -631,37 +631,14 @@ impl<'a> Splitter<'a, '_> {
             // follows the name directly, which `name_before_colon` takes in a few steps.
             let (name_end, colon, name) = match name_before_colon(buf, line_start) {
                 Some((name_end, name)) => (name_end, name_end, name),
-                None => {
-                    let name_end = run_end(buf, line_start, &TOKEN);
-                    if name_end == line_start {
-                        // No name: the empty line that ends the headers, or an error.
-                        let body_start = match buf.get(line_start) {
-                            Some(b'\n') => line_start + 1,
-                            Some(b'\r') if buf.get(line_start + 1) == Some(&b'\n') => {
-                                line_start + 2
-                            }
-                            Some(b'\r') => {
-                                return Err(ParseError::BareCarriageReturn { offset: line_start });
-                            }
-                            Some(_) => {
-                                return Err(ParseError::BadHeaderName { offset: line_start });
-                            }
-                            None => return Err(ParseError::UnterminatedHeaders),
-                        };
+                None => match general_name(buf, line_start)? {
+                    NameOrEnd::Name(name_end, colon, name) => (name_end, colon, name),
+                    NameOrEnd::End(body_start) => {
                         self.head_end = line_start;
                         self.pos = body_start;
                         return Ok(());
                     }
-                    let gap = buf[name_end..]
-                        .iter()
-                        .position(|&b| b != b' ' && b != b'\t')
-                        .unwrap_or(buf.len() - name_end);
-                    if buf.get(name_end + gap) != Some(&b':') {
-                        return Err(ParseError::MissingColon { offset: line_start });
-                    }
-                    let name = HeaderName::from_bytes(&buf[line_start..name_end]);
-                    (name_end, name_end + gap, name)
-                }
+                },
             };
             // The value runs to a line end that is not followed by white space (a folded
             // line continues the value, RFC 3261 §7.3.1).
@@ -685,7 +662,7 @@ impl<'a> Splitter<'a, '_> {
             let single_space = usize::from(buf.get(value_start) == Some(&b' '));
             let value = match buf.get(value_start + single_space..value_end) {
                 Some(v @ [first, .., last]) if !is_lws(*first) && !is_lws(*last) => v,
-                _ => trim_lws(&buf[value_start..value_end]),
+                _ => trim_value(&buf[value_start..value_end]),
             };
             let value_start = value.as_ptr() as usize - buf.as_ptr() as usize;
             if name == HeaderName::ContentLength {
@@ -713,6 +690,53 @@ impl<'a> Splitter<'a, '_> {
             line_start = next;
         }
     }
+}
+
+/// A header value without the white space around it, for values that have more than
+/// the one space after the colon that the loop takes by itself.
+#[cold]
+#[inline(never)]
+fn trim_value(value: &[u8]) -> &[u8] {
+    trim_lws(value)
+}
+
+/// What the general path finds at the start of a header line.
+enum NameOrEnd {
+    /// A header name: its end, the colon's position, what it is.
+    Name(usize, usize, HeaderName),
+    /// The empty line that ends the headers, and where the body starts.
+    End(usize),
+}
+
+/// The start of a header line that [`name_before_colon`] did not take: a name followed
+/// by white space before the colon, the empty line, or an error. Kept out of line (it
+/// runs once per message for the empty line, rarely otherwise) so that the loop over
+/// header lines stays small.
+#[cold]
+#[inline(never)]
+fn general_name(buf: &[u8], line_start: usize) -> Result<NameOrEnd, ParseError> {
+    let name_end = run_end(buf, line_start, &TOKEN);
+    if name_end == line_start {
+        // No name: the empty line that ends the headers, or an error.
+        return match buf.get(line_start) {
+            Some(b'\n') => Ok(NameOrEnd::End(line_start + 1)),
+            Some(b'\r') if buf.get(line_start + 1) == Some(&b'\n') => {
+                Ok(NameOrEnd::End(line_start + 2))
+            }
+            Some(b'\r') => Err(ParseError::BareCarriageReturn { offset: line_start }),
+            Some(_) => Err(ParseError::BadHeaderName { offset: line_start }),
+            None => Err(ParseError::UnterminatedHeaders),
+        };
+    }
+    let gap = buf[name_end..]
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(buf.len() - name_end);
+    if buf.get(name_end + gap) != Some(&b':') {
+        return Err(ParseError::MissingColon { offset: line_start });
+    }
+    let name = HeaderName::from_bytes(&buf[line_start..name_end]);
+    Ok(NameOrEnd::Name(name_end, name_end + gap, name))
 }
 
 /// The header name at `start` when a colon follows it directly: its end and what it is.
