@@ -84,25 +84,25 @@ impl<'a> NameAddr<'a> {
                 (uri_raw, &v[end..], false)
             }
         };
-        let uri = Uri::parse_with_limit(uri_raw, max_uri_length)?;
-        let params = header_params(after)?;
-        let mut tag = None;
-        let mut tag_count = 0u8;
-        for param in params.iter() {
+        // Built first and its URI parsed in place, so that the URI is not copied.
+        let mut addr = NameAddr {
+            display_name,
+            uri: Uri::unparsed(uri_raw),
+            params: Params::empty_at(&after[..0]),
+            bracketed,
+            tag: None,
+            tag_count: 0,
+        };
+        addr.uri.parse_in_place(max_uri_length)?;
+        addr.params = header_params(after)?;
+        for param in addr.params.iter() {
             param.validate()?;
             if param.name.len() == 3 && param.name.eq_ignore_ascii_case(b"tag") {
-                tag_count = tag_count.saturating_add(1);
-                tag = tag.or(param.value);
+                addr.tag_count = addr.tag_count.saturating_add(1);
+                addr.tag = addr.tag.or(param.value);
             }
         }
-        Ok(NameAddr {
-            display_name,
-            uri,
-            params,
-            bracketed,
-            tag,
-            tag_count,
-        })
+        Ok(addr)
     }
 
     /// The `tag` parameter (From and To).
