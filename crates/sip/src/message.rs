@@ -617,10 +617,11 @@ impl<'a> Splitter<'a, '_> {
     /// Splits header fields until the empty line; leaves `pos` at the body.
     ///
     /// This loop runs for every header line of every message, so the common line
-    /// (`Name: value` CR LF) takes the shortest path: the name is scanned four bytes per
-    /// step, the colon is expected right after it, and state stays in locals. Anything
-    /// else (white space before the colon, folding, the empty line, errors) is handled
-    /// off that path, with the same results.
+    /// (`Name: value` CR LF) takes the shortest path: the name is read and recognised a
+    /// word at a time with the colon right after it ([`name_before_colon`]), the line end
+    /// is searched sixteen bytes per step, and state stays in locals. Anything else
+    /// (white space before the colon, the empty line, errors) goes through
+    /// [`general_name`], with the same results.
     fn headers(&mut self, message: &mut Message<'a>) -> Result<(), ParseError> {
         let buf = self.buf;
         let max_line_length = self.limits.max_line_length;
@@ -801,7 +802,8 @@ fn first_stop(stops: u64) -> Option<usize> {
     (stops != 0).then(|| (stops.trailing_zeros() / 8) as usize)
 }
 
-/// The first `len` bytes (at most 8) of `word` folded as in [`FoldedName`].
+/// The first `len` bytes (at most 8) of `word` as the name recogniser wants them: bit
+/// 0x20 set on each (letters lower-cased, `-` unchanged), zero beyond `len`.
 #[inline(always)]
 fn fold(word: u64, len: usize) -> u64 {
     let folded = word | (ONES * 0x20);
