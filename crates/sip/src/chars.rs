@@ -27,7 +27,7 @@ const fn without(mut table: [bool; 256], byte: u8) -> [bool; 256] {
 }
 
 /// `token` of RFC 3261: method names, header names, parameter names and most values.
-static TOKEN: [bool; 256] = table_with_alnum(b"-.!%*_+`'~");
+pub(crate) static TOKEN: [bool; 256] = table_with_alnum(b"-.!%*_+`'~");
 
 /// Characters allowed in the user part of a SIP URI (`unreserved / escaped /
 /// user-unreserved`), the `%` of escapes included.

@@ -84,25 +84,25 @@ impl<'a> NameAddr<'a> {
                 (uri_raw, &v[end..], false)
             }
         };
-        let uri = Uri::parse_with_limit(uri_raw, max_uri_length)?;
-        let params = header_params(after)?;
-        let mut tag = None;
-        let mut tag_count = 0u8;
-        for param in params.iter() {
+        // Built first and its URI parsed in place, so that the URI is not copied.
+        let mut addr = NameAddr {
+            display_name,
+            uri: Uri::unparsed(uri_raw),
+            params: Params::empty_at(&after[..0]),
+            bracketed,
+            tag: None,
+            tag_count: 0,
+        };
+        addr.uri.parse_in_place(max_uri_length)?;
+        addr.params = header_params(after)?;
+        for param in addr.params.iter() {
             param.validate()?;
             if param.name.len() == 3 && param.name.eq_ignore_ascii_case(b"tag") {
-                tag_count = tag_count.saturating_add(1);
-                tag = tag.or(param.value);
+                addr.tag_count = addr.tag_count.saturating_add(1);
+                addr.tag = addr.tag.or(param.value);
             }
         }
-        Ok(NameAddr {
-            display_name,
-            uri,
-            params,
-            bracketed,
-            tag,
-            tag_count,
-        })
+        Ok(addr)
     }
 
     /// The `tag` parameter (From and To).
@@ -199,14 +199,23 @@ impl<'a> Via<'a> {
             return Err(FieldError::Empty);
         }
         let mut cursor = Cursor { s: v, pos: 0 };
-        let protocol = cursor.token().ok_or(FieldError::BadProtocol)?;
-        cursor.skip_lws();
-        cursor.expect(b'/').ok_or(FieldError::BadProtocol)?;
-        cursor.skip_lws();
-        let version = cursor.token().ok_or(FieldError::BadProtocol)?;
-        cursor.skip_lws();
-        cursor.expect(b'/').ok_or(FieldError::BadProtocol)?;
-        cursor.skip_lws();
+        // Nearly every Via starts with exactly this, which the general steps below would
+        // read as the same protocol and version.
+        let (protocol, version) = if v.starts_with(b"SIP/2.0/") {
+            cursor.pos = 8;
+            cursor.skip_lws();
+            (&v[..3], &v[4..7])
+        } else {
+            let protocol = cursor.token().ok_or(FieldError::BadProtocol)?;
+            cursor.skip_lws();
+            cursor.expect(b'/').ok_or(FieldError::BadProtocol)?;
+            cursor.skip_lws();
+            let version = cursor.token().ok_or(FieldError::BadProtocol)?;
+            cursor.skip_lws();
+            cursor.expect(b'/').ok_or(FieldError::BadProtocol)?;
+            cursor.skip_lws();
+            (protocol, version)
+        };
         let transport = cursor.token().ok_or(FieldError::BadProtocol)?;
         if cursor.skip_lws() == 0 {
             return Err(FieldError::BadSentBy);
@@ -360,6 +369,10 @@ impl<'a> CSeq<'a> {
 fn parse_number(digits: &[u8]) -> Result<u32, FieldError> {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return Err(FieldError::BadNumber);
+    }
+    // Nine digits cannot overflow a u32: no checked arithmetic needed.
+    if digits.len() <= 9 {
+        return Ok(digits.iter().fold(0, |n, &d| n * 10 + u32::from(d - b'0')));
     }
     parse_u32(digits).ok_or(FieldError::OutOfRange)
 }
@@ -552,6 +565,7 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     /// Skips white space; returns how much was skipped.
+    #[inline]
     fn skip_lws(&mut self) -> usize {
         let start = self.pos;
         while self.pos < self.s.len() && is_lws(self.s[self.pos]) {
@@ -560,6 +574,7 @@ impl<'a> Cursor<'a> {
         self.pos - start
     }
 
+    #[inline]
     fn take_while(&mut self, keep: impl Fn(u8) -> bool) -> &'a [u8] {
         let start = self.pos;
         while self.pos < self.s.len() && keep(self.s[self.pos]) {
@@ -569,6 +584,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A non-empty token.
+    #[inline]
     fn token(&mut self) -> Option<&'a [u8]> {
         let token = self.take_while(is_token);
         (!token.is_empty()).then_some(token)

@@ -10,9 +10,9 @@
 use std::ops::Range;
 
 use crate::Limits;
-use crate::chars::{is_lws, is_token, parse_u64, trim_lws};
+use crate::chars::{TOKEN, is_lws, is_token, parse_u64, run_end, trim_lws};
 use crate::error::ParseError;
-use crate::name::{HEADER_NAME_COUNT, HeaderName, Method};
+use crate::name::{HEADER_NAME_COUNT, HeaderName, Method, recognise_folded};
 
 /// How the message arrived, which decides how its end is found (RFC 3261 §18.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -374,12 +374,17 @@ impl<'a> Message<'a> {
     /// Via, Contact, Route, Record-Route and Path, where one field may carry several.
     /// Commas inside quoted strings and angle brackets do not split.
     pub fn values(&self, name: HeaderName) -> impl Iterator<Item = HeaderValue<'a>> + '_ {
-        self.headers_named(name).flat_map(|header| {
-            split_list(header.value).map(move |value| HeaderValue {
-                header_index: header.index,
-                value,
-            })
-        })
+        let first = self.first_index[name as usize];
+        Values {
+            message: self,
+            name,
+            next_header: if first == NONE {
+                self.headers.len
+            } else {
+                usize::from(first)
+            },
+            current: None,
+        }
     }
 
     /// Offset of the empty line that closes the headers (where a new header goes).
@@ -425,16 +430,34 @@ pub struct HeaderValue<'a> {
 /// Entries are trimmed; empty entries are yielded (as empty slices at their position) so
 /// that validation can reject them.
 pub fn split_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = Some(value);
-    std::iter::from_fn(move || {
-        let current = rest?;
+    SplitList { rest: Some(value) }
+}
+
+/// The iterator of [`split_list`].
+struct SplitList<'a> {
+    /// What follows the last separator, until the last entry has been returned.
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for SplitList<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let current = self.rest?;
+        // Only a comma splits: without one the rest is the last entry, whatever quotes
+        // and brackets it holds. That is the usual field of one entry, found with one
+        // search instead of a jump to each quote and bracket.
+        if memchr::memchr(b',', current).is_none() {
+            self.rest = None;
+            return Some(trim_lws(current));
+        }
         let mut i = 0;
         // Jump between the only bytes that matter: separators, quotes and brackets.
         while let Some(found) = memchr::memchr3(b',', b'"', b'<', &current[i..]) {
             let at = i + found;
             match current[at] {
                 b',' => {
-                    rest = Some(&current[at + 1..]);
+                    self.rest = Some(&current[at + 1..]);
                     return Some(trim_lws(&current[..at]));
                 }
                 b'"' => match crate::params::quoted_string_len(&current[at..]) {
@@ -448,9 +471,48 @@ pub fn split_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
                 },
             }
         }
-        rest = None;
+        self.rest = None;
         Some(trim_lws(current))
-    })
+    }
+}
+
+/// The iterator of [`Message::values`]: the entries of one header field, then of the next
+/// field of the same name. Written out rather than built from iterator adapters, which
+/// cost more per entry than the list split itself for the usual one-entry field.
+struct Values<'m, 'a> {
+    message: &'m Message<'a>,
+    name: HeaderName,
+    /// The index of the next header field to look at.
+    next_header: usize,
+    /// The field being split: its index and the entries not yet returned.
+    current: Option<(usize, SplitList<'a>)>,
+}
+
+impl<'a> Iterator for Values<'_, 'a> {
+    type Item = HeaderValue<'a>;
+
+    fn next(&mut self) -> Option<HeaderValue<'a>> {
+        loop {
+            if let Some((header_index, entries)) = &mut self.current {
+                if let Some(value) = entries.next() {
+                    return Some(HeaderValue {
+                        header_index: *header_index,
+                        value,
+                    });
+                }
+                self.current = None;
+            }
+            let headers = self.message.headers.as_slice();
+            let (index, raw) = headers
+                .iter()
+                .enumerate()
+                .skip(self.next_header)
+                .find(|(_, raw)| raw.name == self.name)?;
+            self.next_header = index + 1;
+            let value = &self.message.buf[usize::from(raw.value_start)..usize::from(raw.value_end)];
+            self.current = Some((index, SplitList { rest: Some(value) }));
+        }
+    }
 }
 
 /// The single pass over the head of a message.
@@ -463,24 +525,8 @@ struct Splitter<'a, 'l> {
 }
 
 impl<'a> Splitter<'a, '_> {
-    /// Finds the end of the current line; returns (line end, next line start). The line
-    /// end excludes CR LF or LF; a CR that is not followed by LF is an error.
-    #[inline]
-    fn line_end(&self, from: usize) -> Result<(usize, usize), ParseError> {
-        let rest = &self.buf[from..];
-        let i = memchr::memchr2(b'\r', b'\n', rest).ok_or(ParseError::UnterminatedHeaders)?;
-        if rest[i] == b'\n' {
-            return Ok((from + i, from + i + 1));
-        }
-        if rest.get(i + 1) == Some(&b'\n') {
-            Ok((from + i, from + i + 2))
-        } else {
-            Err(ParseError::BareCarriageReturn { offset: from + i })
-        }
-    }
-
     fn start_line(&mut self) -> Result<StartLine<'a>, ParseError> {
-        let (end, next) = self.line_end(0)?;
+        let (end, next) = line_end(self.buf, 0)?;
         if end > self.limits.max_line_length {
             return Err(ParseError::LineTooLong {
                 offset: 0,
@@ -569,81 +615,57 @@ impl<'a> Splitter<'a, '_> {
     }
 
     /// Splits header fields until the empty line; leaves `pos` at the body.
+    ///
+    /// This loop runs for every header line of every message, so the common line
+    /// (`Name: value` CR LF) takes the shortest path: the name is read and recognised a
+    /// word at a time with the colon right after it ([`name_before_colon`]), the line end
+    /// is searched sixteen bytes per step, and state stays in locals. Anything else
+    /// (white space before the colon, the empty line, errors) goes through
+    /// [`general_name`], with the same results.
     fn headers(&mut self, message: &mut Message<'a>) -> Result<(), ParseError> {
         let buf = self.buf;
+        let max_line_length = self.limits.max_line_length;
+        let max_headers = self.limits.max_headers;
+        let mut line_start = self.pos;
         loop {
-            let line_start = self.pos;
-            match buf.get(line_start) {
-                None => return Err(ParseError::UnterminatedHeaders),
-                Some(b'\n') => {
-                    self.head_end = line_start;
-                    self.pos = line_start + 1;
-                    return Ok(());
-                }
-                Some(b'\r') => {
-                    if buf.get(line_start + 1) != Some(&b'\n') {
-                        return Err(ParseError::BareCarriageReturn { offset: line_start });
+            // The name: a token, optional white space, a colon. Nearly always the colon
+            // follows the name directly, which `name_before_colon` takes in a few steps.
+            let (name_end, colon, name) = match name_before_colon(buf, line_start) {
+                Some((name_end, name)) => (name_end, name_end, name),
+                None => match general_name(buf, line_start)? {
+                    NameOrEnd::Name(name_end, colon, name) => (name_end, colon, name),
+                    NameOrEnd::End(body_start) => {
+                        self.head_end = line_start;
+                        self.pos = body_start;
+                        return Ok(());
                     }
-                    self.head_end = line_start;
-                    self.pos = line_start + 2;
-                    return Ok(());
-                }
-                Some(_) => {}
-            }
-            // The name: a token, optional white space, a colon.
-            let rest = &buf[line_start..];
-            let name_len = rest
-                .iter()
-                .position(|&b| !is_token(b))
-                .unwrap_or(rest.len());
-            if name_len == 0 {
-                return Err(ParseError::BadHeaderName { offset: line_start });
-            }
-            let name_end = line_start + name_len;
-            let colon = match buf.get(name_end) {
-                Some(b':') => name_end,
-                _ => {
-                    let gap = buf[name_end..]
-                        .iter()
-                        .position(|&b| b != b' ' && b != b'\t')
-                        .unwrap_or(buf.len() - name_end);
-                    if buf.get(name_end + gap) != Some(&b':') {
-                        return Err(ParseError::MissingColon { offset: line_start });
-                    }
-                    name_end + gap
-                }
+                },
             };
             // The value runs to a line end that is not followed by white space (a folded
             // line continues the value, RFC 3261 §7.3.1).
             let value_start = colon + 1;
-            let mut from = value_start;
-            let (value_end, next) = loop {
-                let (end, next) = self.line_end(from)?;
-                match buf.get(next) {
-                    Some(b' ' | b'\t') => from = next,
-                    _ => break (end, next),
-                }
-            };
-            if next - line_start > self.limits.max_line_length {
+            let (mut value_end, mut next) = line_end(buf, value_start)?;
+            while let Some(b' ' | b'\t') = buf.get(next) {
+                (value_end, next) = line_end(buf, next)?;
+            }
+            if next - line_start > max_line_length {
                 return Err(ParseError::LineTooLong {
                     offset: line_start,
-                    limit: self.limits.max_line_length,
+                    limit: max_line_length,
                 });
             }
-            if message.headers.len >= self.limits.max_headers {
-                return Err(ParseError::TooManyHeaders {
-                    limit: self.limits.max_headers,
-                });
+            let index = message.headers.len;
+            if index >= max_headers {
+                return Err(ParseError::TooManyHeaders { limit: max_headers });
             }
             // Nearly always one space after the colon and nothing at the end: take that
             // without the general trim.
             let single_space = usize::from(buf.get(value_start) == Some(&b' '));
             let value = match buf.get(value_start + single_space..value_end) {
                 Some(v @ [first, .., last]) if !is_lws(*first) && !is_lws(*last) => v,
-                _ => trim_lws(&buf[value_start..value_end]),
+                _ => trim_value(&buf[value_start..value_end]),
             };
             let value_start = value.as_ptr() as usize - buf.as_ptr() as usize;
-            let name = HeaderName::from_bytes(&buf[line_start..name_end]);
             if name == HeaderName::ContentLength {
                 if message.content_length.is_some() {
                     return Err(ParseError::DuplicateContentLength);
@@ -652,7 +674,6 @@ impl<'a> Splitter<'a, '_> {
                 message.content_length =
                     Some(usize::try_from(length).map_err(|_| ParseError::BadContentLength)?);
             }
-            let index = message.headers.len;
             let slot = &mut message.first_index[name as usize];
             if *slot == NONE {
                 // Indexes above u16::MAX - 1 cannot be recorded; such messages only exist
@@ -667,9 +688,193 @@ impl<'a> Splitter<'a, '_> {
                 value_end: (value_start + value.len()) as u16,
                 name,
             });
-            self.pos = next;
+            line_start = next;
         }
     }
+}
+
+/// A header value without the white space around it, for values that have more than
+/// the one space after the colon that the loop takes by itself.
+#[cold]
+#[inline(never)]
+fn trim_value(value: &[u8]) -> &[u8] {
+    trim_lws(value)
+}
+
+/// What the general path finds at the start of a header line.
+enum NameOrEnd {
+    /// A header name: its end, the colon's position, what it is.
+    Name(usize, usize, HeaderName),
+    /// The empty line that ends the headers, and where the body starts.
+    End(usize),
+}
+
+/// The start of a header line that [`name_before_colon`] did not take: a name followed
+/// by white space before the colon, the empty line, or an error. Kept out of line (it
+/// runs once per message for the empty line, rarely otherwise) so that the loop over
+/// header lines stays small.
+#[cold]
+#[inline(never)]
+fn general_name(buf: &[u8], line_start: usize) -> Result<NameOrEnd, ParseError> {
+    let name_end = run_end(buf, line_start, &TOKEN);
+    if name_end == line_start {
+        // No name: the empty line that ends the headers, or an error.
+        return match buf.get(line_start) {
+            Some(b'\n') => Ok(NameOrEnd::End(line_start + 1)),
+            Some(b'\r') if buf.get(line_start + 1) == Some(&b'\n') => {
+                Ok(NameOrEnd::End(line_start + 2))
+            }
+            Some(b'\r') => Err(ParseError::BareCarriageReturn { offset: line_start }),
+            Some(_) => Err(ParseError::BadHeaderName { offset: line_start }),
+            None => Err(ParseError::UnterminatedHeaders),
+        };
+    }
+    let gap = buf[name_end..]
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(buf.len() - name_end);
+    if buf.get(name_end + gap) != Some(&b':') {
+        return Err(ParseError::MissingColon { offset: line_start });
+    }
+    let name = HeaderName::from_bytes(&buf[line_start..name_end]);
+    Ok(NameOrEnd::Name(name_end, name_end + gap, name))
+}
+
+/// The header name at `start` when a colon follows it directly: its end and what it is.
+/// `None` sends the line to the general path (white space before the colon, a name of
+/// 24 bytes or more, fewer than 8 bytes left, the empty line, errors).
+///
+/// The line is read a word at a time: one step finds the first colon or control byte
+/// in 8 bytes, and the same words, folded to lower case, recognise the name by length
+/// and first letter without a second look at its bytes.
+#[inline(always)]
+fn name_before_colon(buf: &[u8], start: usize) -> Option<(usize, HeaderName)> {
+    let word = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(buf.get(at..at + 8)?.try_into().ok()?))
+    };
+    let w0 = word(start)?;
+    let (len, name) = match stop_bytes(w0) {
+        0 => {
+            let w1 = word(start + 8)?;
+            match stop_bytes(w1) {
+                0 => {
+                    let w2 = word(start + 16)?;
+                    let in_word = first_stop(stop_bytes(w2))?;
+                    let folded = [fold(w0, 8), fold(w1, 8), fold(w2, in_word)];
+                    (16 + in_word, recognise_folded(16 + in_word, &folded))
+                }
+                stops => {
+                    let in_word = first_stop(stops)?;
+                    let folded = [fold(w0, 8), fold(w1, in_word), 0];
+                    (8 + in_word, recognise_folded(8 + in_word, &folded))
+                }
+            }
+        }
+        stops => {
+            let len = first_stop(stops)?;
+            (len, recognise_folded(len, &[fold(w0, len), 0, 0]))
+        }
+    };
+    if len == 0 || buf.get(start + len) != Some(&b':') {
+        return None;
+    }
+    // A known name is made of letters and '-', so it is a token; any other name is
+    // checked here as the general path would.
+    if name == HeaderName::Other && !buf[start..start + len].iter().all(|&b| is_token(b)) {
+        return None;
+    }
+    Some((start + len, name))
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// The high bit of each byte of `word` that is a colon or below 0x0E (CR, LF, tab…):
+/// exact for the lowest such byte, which is the only one used.
+#[inline(always)]
+fn stop_bytes(word: u64) -> u64 {
+    let colons = word ^ (ONES * u64::from(b':'));
+    (colons.wrapping_sub(ONES) & !colons | word.wrapping_sub(ONES * 0x0E) & !word) & (ONES * 0x80)
+}
+
+/// The index in its word of the byte that [`stop_bytes`] found.
+#[inline(always)]
+fn first_stop(stops: u64) -> Option<usize> {
+    (stops != 0).then(|| (stops.trailing_zeros() / 8) as usize)
+}
+
+/// The first `len` bytes (at most 8) of `word` as the name recogniser wants them: bit
+/// 0x20 set on each (letters lower-cased, `-` unchanged), zero beyond `len`.
+#[inline(always)]
+fn fold(word: u64, len: usize) -> u64 {
+    let folded = word | (ONES * 0x20);
+    if len >= 8 {
+        folded
+    } else {
+        folded & ((1u64 << (8 * len)) - 1)
+    }
+}
+
+/// Finds the end of the line that contains `from`; returns (line end, next line start).
+/// The line end excludes CR LF or LF; a CR that is not followed by LF is an error.
+#[inline(always)]
+fn line_end(buf: &[u8], from: usize) -> Result<(usize, usize), ParseError> {
+    let mut at = from;
+    loop {
+        let i = find_control(buf, at).ok_or(ParseError::UnterminatedHeaders)?;
+        match buf.get(i) {
+            Some(b'\n') => return Ok((i, i + 1)),
+            Some(b'\r') if buf.get(i + 1) == Some(&b'\n') => return Ok((i, i + 2)),
+            Some(b'\r') => return Err(ParseError::BareCarriageReturn { offset: i }),
+            // Another control byte (a tab inside the value): look further.
+            Some(_) => at = i + 1,
+            None => return Err(ParseError::UnterminatedHeaders),
+        }
+    }
+}
+
+/// Finds the first byte below 0x0E (CR, LF, and the rarer tab and other controls) at or
+/// after `from`.
+///
+/// Sixteen bytes are tested per step with a fold that has no early exit, which the
+/// compiler turns into one vector compare and mask test; only the step that holds the
+/// byte looks at single bytes (as two words). This is cheaper than a call to `memchr2`
+/// on header lines, which are a few dozen bytes long.
+#[inline(always)]
+fn find_control(buf: &[u8], from: usize) -> Option<usize> {
+    let rest = buf.get(from..)?;
+    let mut base = 0;
+    for chunk in rest.chunks_exact(16) {
+        if chunk.iter().fold(false, |any, &b| any | (b < 0x0E)) {
+            return Some(from + base + first_control_in(chunk));
+        }
+        base += 16;
+    }
+    rest[base..]
+        .iter()
+        .position(|&b| b < 0x0E)
+        .map(|i| from + base + i)
+}
+
+/// The index of the first byte below 0x0E in a chunk of 16 that holds one.
+#[inline(always)]
+fn first_control_in(chunk: &[u8]) -> usize {
+    // Per 8-byte word, the high bit of each byte below 0x0E: exact for the lowest such
+    // byte (borrows only reach bytes above it), which is the one wanted.
+    let below =
+        |word: u64| word.wrapping_sub(0x0E0E_0E0E_0E0E_0E0E) & !word & 0x8080_8080_8080_8080;
+    let word = |at: usize| {
+        u64::from_le_bytes(
+            chunk
+                .get(at..at + 8)
+                .and_then(|w| w.try_into().ok())
+                .unwrap_or([0xFF; 8]),
+        )
+    };
+    let low = below(word(0));
+    if low != 0 {
+        return (low.trailing_zeros() / 8) as usize;
+    }
+    8 + (below(word(8)).trailing_zeros() / 8) as usize
 }
 
 /// Checks `SIP/<digits>.<digits>` (the protocol name in any case).
@@ -892,6 +1097,57 @@ mod tests {
     }
 
     #[test]
+    fn names_of_every_length_and_odd_lines_split_as_before() {
+        // The word-at-a-time name path covers names up to 23 bytes followed directly by
+        // a colon; everything else takes the general path. Both must agree.
+        let long_names = [
+            "Via",
+            "To",
+            "Call-ID",
+            "Contact",
+            "X-Eight8",
+            "Max-Forwards",
+            "Content-Encoding",
+            "Proxy-Authorization",
+            "X-Twenty-Three-Bytes-23",
+            "X-Twenty-Four-Bytes-Is24",
+            "X-Name-Of-Thirty-Two-Bytes-Long",
+        ];
+        for name in long_names {
+            for separator in [":", " :", "\t: "] {
+                let text =
+                    format!("OPTIONS sip:a@b SIP/2.0\r\n{name}{separator} v\tw \r\nl: 0\r\n\r\n");
+                let msg = parse(text.as_bytes()).unwrap();
+                let header = msg.header_at(0).unwrap();
+                assert_eq!(header.raw_name, name.as_bytes(), "{text:?}");
+                assert_eq!(header.value, b"v\tw", "{text:?}");
+                assert_eq!(header.name, HeaderName::from_bytes(name.as_bytes()));
+            }
+        }
+        // A CR inside a name is not a '-' (it folds onto one), and ends the name.
+        assert_eq!(
+            parse(b"OPTIONS sip:a@b SIP/2.0\r\nCall\rID: x\r\n\r\n").err(),
+            Some(ParseError::MissingColon { offset: 25 })
+        );
+        // A name that is not a token, and a colon on the next line.
+        assert_eq!(
+            parse(b"OPTIONS sip:a@b SIP/2.0\r\nX(y): x\r\n\r\n").err(),
+            Some(ParseError::MissingColon { offset: 25 })
+        );
+        assert_eq!(
+            parse(b"OPTIONS sip:a@b SIP/2.0\r\nTo\r\n: x\r\n\r\n").err(),
+            Some(ParseError::MissingColon { offset: 25 })
+        );
+        // Fewer than eight bytes left for the name.
+        assert_eq!(
+            parse(b"OPTIONS sip:a@b SIP/2.0\r\nVia:").err(),
+            Some(ParseError::UnterminatedHeaders)
+        );
+        let msg = parse(b"OPTIONS sip:a@b SIP/2.0\r\nv:1\n\n").unwrap();
+        assert_eq!(msg.header(HeaderName::Via).unwrap().value, b"1");
+    }
+
+    #[test]
     fn lookups_by_name() {
         let msg = parse(
             b"OPTIONS sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP a, SIP/2.0/UDP b\r\nX-A: 1\r\n\
@@ -922,6 +1178,14 @@ Via: SIP/2.0/UDP c\r\nx-a: 2\r\n\r\n",
         assert_eq!(
             entries,
             [&br#""a, b" <sip:x;p=1,2>"#[..], b"<sip:y>", b"", b"z"]
+        );
+        // Without a comma, one entry whatever quotes and brackets it holds.
+        for value in [&br#" "open <sip:x> "#[..], b"<sip:x", b"a>b", b""] {
+            assert_eq!(split_list(value).collect::<Vec<_>>(), [trim_lws(value)]);
+        }
+        assert_eq!(
+            split_list(br#""open, <sip:x>"#).collect::<Vec<_>>(),
+            [&br#""open, <sip:x>"#[..]]
         );
     }
 

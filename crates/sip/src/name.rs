@@ -101,30 +101,8 @@ impl HeaderName {
     /// Recognises a header name as it appears on the wire (any case, long or compact).
     pub fn from_bytes(name: &[u8]) -> HeaderName {
         use HeaderName::*;
-        if name.len() == 1 {
-            return match name[0].to_ascii_lowercase() {
-                b'v' => Via,
-                b'f' => From,
-                b't' => To,
-                b'i' => CallId,
-                b'm' => Contact,
-                b'l' => ContentLength,
-                b'c' => ContentType,
-                b'e' => ContentEncoding,
-                b'k' => Supported,
-                b's' => Subject,
-                b'o' => Event,
-                b'u' => AllowEvents,
-                b'r' => ReferTo,
-                b'b' => ReferredBy,
-                b'a' => AcceptContact,
-                b'j' => RejectContact,
-                b'd' => RequestDisposition,
-                b'y' => Identity,
-                b'n' => IdentityInfo,
-                b'x' => SessionExpires,
-                _ => Other,
-            };
+        if let [letter] = name {
+            return Self::compact(letter.to_ascii_lowercase());
         }
         // Candidates by length and first letter, then one case-insensitive compare.
         let first = name.first().map_or(0, u8::to_ascii_lowercase);
@@ -178,8 +156,36 @@ impl HeaderName {
         Other
     }
 
+    /// The name whose compact form is `letter` (lower case), or [`HeaderName::Other`].
+    const fn compact(letter: u8) -> HeaderName {
+        use HeaderName::*;
+        match letter {
+            b'v' => Via,
+            b'f' => From,
+            b't' => To,
+            b'i' => CallId,
+            b'm' => Contact,
+            b'l' => ContentLength,
+            b'c' => ContentType,
+            b'e' => ContentEncoding,
+            b'k' => Supported,
+            b's' => Subject,
+            b'o' => Event,
+            b'u' => AllowEvents,
+            b'r' => ReferTo,
+            b'b' => ReferredBy,
+            b'a' => AcceptContact,
+            b'j' => RejectContact,
+            b'd' => RequestDisposition,
+            b'y' => Identity,
+            b'n' => IdentityInfo,
+            b'x' => SessionExpires,
+            _ => Other,
+        }
+    }
+
     /// The canonical long form, as sipwall writes it.
-    pub fn canonical(self) -> &'static str {
+    pub const fn canonical(self) -> &'static str {
         use HeaderName::*;
         match self {
             Via => "Via",
@@ -236,6 +242,113 @@ impl HeaderName {
                 | HeaderName::Path
         )
     }
+}
+
+/// The longest recognised name, in bytes (Proxy-Authorization, Request-Disposition).
+const LONGEST_NAME: usize = 19;
+
+/// A name as the splitter sees it: up to three little-endian words of its bytes with bit
+/// 0x20 set on each (which lower-cases letters and leaves `-` alone), zero beyond its
+/// length.
+pub(crate) type FoldedName = [u64; 3];
+
+/// `name` folded as [`FoldedName`] (names longer than 24 bytes are never looked up).
+const fn fold(name: &[u8]) -> FoldedName {
+    let mut words = [0u64; 3];
+    let mut i = 0;
+    while i < name.len() && i < 24 {
+        words[i / 8] |= ((name[i] | 0x20) as u64) << (8 * (i % 8));
+        i += 1;
+    }
+    words
+}
+
+/// One recognisable spelling (long or compact form) and the name it stands for.
+#[derive(Clone, Copy)]
+struct Spelling {
+    folded: FoldedName,
+    name: HeaderName,
+}
+
+/// Every long form, then every compact form.
+const SPELLINGS: [Spelling; 58] = {
+    let mut spellings = [Spelling {
+        folded: [0; 3],
+        name: HeaderName::Other,
+    }; 58];
+    let mut n = 0;
+    let mut i = 0;
+    while i < HeaderName::ALL.len() {
+        let name = HeaderName::ALL[i];
+        spellings[n] = Spelling {
+            folded: fold(name.canonical().as_bytes()),
+            name,
+        };
+        n += 1;
+        i += 1;
+    }
+    let mut letter = b'a';
+    while letter <= b'z' {
+        let name = HeaderName::compact(letter);
+        if !matches!(name, HeaderName::Other) {
+            spellings[n] = Spelling {
+                folded: fold(&[letter]),
+                name,
+            };
+            n += 1;
+        }
+        letter += 1;
+    }
+    assert!(n == spellings.len());
+    spellings
+};
+
+/// No spelling in this slot of [`BY_LENGTH_AND_LETTER`].
+const NO_SPELLING: u8 = u8::MAX;
+
+/// Indexes into [`SPELLINGS`] by length and first letter (its low five bits, which are
+/// the same in both cases): at most two spellings share a slot (Call-ID and Contact).
+static BY_LENGTH_AND_LETTER: [[u8; 2]; (LONGEST_NAME + 1) * 32] = {
+    let mut slots = [[NO_SPELLING; 2]; (LONGEST_NAME + 1) * 32];
+    let mut i = 0;
+    while i < SPELLINGS.len() {
+        let folded = SPELLINGS[i].folded;
+        let mut len = 0;
+        while len < 24 && (folded[len / 8] >> (8 * (len % 8))) & 0xFF != 0 {
+            len += 1;
+        }
+        let slot = len * 32 + (folded[0] & 31) as usize;
+        if slots[slot][0] == NO_SPELLING {
+            slots[slot][0] = i as u8;
+        } else {
+            assert!(slots[slot][1] == NO_SPELLING);
+            slots[slot][1] = i as u8;
+        }
+        i += 1;
+    }
+    slots
+};
+
+/// Recognises a folded name of `len` bytes. Exact (case-insensitive) when the name holds
+/// no byte below 0x0E: CR folds onto `-` and is the only byte besides the letters
+/// themselves that folds onto a byte of a known name; the splitter never passes one.
+#[inline]
+pub(crate) fn recognise_folded(len: usize, folded: &FoldedName) -> HeaderName {
+    let Some(slot) = BY_LENGTH_AND_LETTER.get(len * 32 + (folded[0] & 31) as usize) else {
+        return HeaderName::Other;
+    };
+    for &index in slot {
+        let Some(spelling) = SPELLINGS.get(usize::from(index)) else {
+            break;
+        };
+        let differ = (spelling.folded[0] ^ folded[0])
+            | (spelling.folded[1] ^ folded[1])
+            | (spelling.folded[2] ^ folded[2]);
+        if differ == 0 {
+            return spelling.name;
+        }
+    }
+    HeaderName::Other
 }
 
 /// Compares a header name with a known name made of letters and `-`, ignoring case.
@@ -370,6 +483,40 @@ mod tests {
                 HeaderName::from_bytes(long.to_ascii_lowercase().as_bytes()),
                 name
             );
+        }
+    }
+
+    #[test]
+    fn folded_recognition_agrees_with_from_bytes() {
+        let mut spellings: Vec<Vec<u8>> = HeaderName::ALL
+            .iter()
+            .map(|name| name.canonical().as_bytes().to_vec())
+            .collect();
+        spellings.extend((b'a'..=b'z').map(|letter| vec![letter]));
+        spellings.extend(
+            [
+                &b"Vias"[..],
+                b"Contacts",
+                b"Call-Id2",
+                b"Tx",
+                b"X-Foo",
+                b"Cal1-ID",
+            ]
+            .map(<[u8]>::to_vec),
+        );
+        for spelling in spellings {
+            for wire in [
+                spelling.clone(),
+                spelling.to_ascii_uppercase(),
+                spelling.to_ascii_lowercase(),
+            ] {
+                assert_eq!(
+                    recognise_folded(wire.len(), &fold(&wire)),
+                    HeaderName::from_bytes(&wire),
+                    "{}",
+                    String::from_utf8_lossy(&wire)
+                );
+            }
         }
     }
 

@@ -82,10 +82,18 @@ impl<'a> Params<'a> {
 impl Param<'_> {
     /// Checks the `generic-param` grammar: the name a token, the value a token, a host
     /// (IPv6 references included) or a quoted string.
+    #[inline]
     pub fn validate(&self) -> Result<(), FieldError> {
+        // Nearly always the scanner has already seen that the parameter is valid.
         if self.plain {
             return Ok(());
         }
+        self.validate_in_full()
+    }
+
+    /// [`Param::validate`] for a parameter the scanner could not vouch for.
+    #[inline(never)]
+    fn validate_in_full(&self) -> Result<(), FieldError> {
         if self.name.is_empty() || !self.name.iter().all(|&b| is_token(b)) {
             return Err(FieldError::BadParam);
         }
