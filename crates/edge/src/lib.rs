@@ -231,6 +231,15 @@ impl Edge {
         &self.config
     }
 
+    /// Exchanges the buffer holding the bytes of the last [`Action`] (or of
+    /// [`Edge::flow_failed`]) for `buffer`, which the edge clears and writes its next
+    /// message into. A runtime that sends a batch of messages at once keeps them this
+    /// way without copying them, and without allocating once its buffers have grown.
+    pub fn swap_output(&mut self, buffer: &mut Vec<u8>) {
+        std::mem::swap(&mut self.out, buffer);
+        self.out.clear();
+    }
+
     /// Decides what to do with one message.
     pub fn handle<'e>(&'e mut self, inbound: &Inbound<'_>) -> Action<'e> {
         let public = inbound.side == Side::Public;
