@@ -495,12 +495,21 @@ async fn udp_worker(
             }
             _ = stop.changed() => return,
         }
-        let count = match socket.try_io(tokio::io::Interest::READABLE, || {
-            receive_batch(fd, v6, &mut buffers, &mut meta)
-        }) {
-            Ok(count) => count,
-            Err(_) => continue,
-        };
+        let mut count = 0;
+        let received = socket.try_io(tokio::io::Interest::READABLE, || {
+            count = receive_batch(fd, v6, &mut buffers, &mut meta)?;
+            if count < BATCH {
+                // recvmmsg stops short only when the queue is empty: saying so clears
+                // the readiness now, so the next round waits for the next datagram
+                // instead of learning it with one more system call (as many as the
+                // batches when the load is light). The datagrams read are kept.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        });
+        if count == 0 || received.is_err_and(|error| error.kind() != io::ErrorKind::WouldBlock) {
+            continue;
+        }
         if refresh(&mut edge, &mut config, &shared) {
             upstream = config.borrow().edge.upstream;
         }
