@@ -414,8 +414,14 @@ enum Via {
 
 /// Sends the datagrams of `group` (destination, index of its bytes in `pool`) from one
 /// socket with as few `sendmmsg` calls as the kernel allows; what it does not take at
-/// once waits for the socket to be writable.
-async fn send_all(socket: &UdpSocket, group: &[(SocketAddr, usize)], pool: &[Vec<u8>]) {
+/// once waits for the socket to be writable. `addresses` is room for the destinations
+/// in the system's form, kept by the caller so that it is not allocated each time.
+async fn send_all(
+    socket: &UdpSocket,
+    group: &[(SocketAddr, usize)],
+    pool: &[Vec<u8>],
+    addresses: &mut Vec<Option<SockaddrStorage>>,
+) {
     use nix::sys::socket::{MsgFlags, sendmmsg};
     use std::os::fd::AsRawFd;
     let fd = socket.as_raw_fd();
@@ -425,20 +431,21 @@ async fn send_all(socket: &UdpSocket, group: &[(SocketAddr, usize)], pool: &[Vec
         let count = rest.len().min(BATCH);
         let attempt = socket.try_io(tokio::io::Interest::WRITABLE, || {
             HEADERS.with_borrow_mut(|headers| {
-                let slices: [[io::IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|i| {
-                    let bytes = rest.get(i).and_then(|&(_, slot)| pool.get(slot));
-                    [io::IoSlice::new(bytes.map_or(&[][..], Vec::as_slice))]
-                });
-                let addresses: [Option<SockaddrStorage>; BATCH] = std::array::from_fn(|i| {
-                    rest.get(i)
-                        .map(|&(address, _)| SockaddrStorage::from(address))
-                });
+                // Only the datagrams sent are filled in: a whole batch of addresses is
+                // some 4 KB to write.
+                let mut slices = [[io::IoSlice::new(&[])]; BATCH];
+                addresses.clear();
+                for (slice, &(address, slot)) in slices.iter_mut().zip(&rest[..count]) {
+                    let bytes = pool.get(slot).map_or(&[][..], Vec::as_slice);
+                    *slice = [io::IoSlice::new(bytes)];
+                    addresses.push(Some(SockaddrStorage::from(address)));
+                }
                 let no_control: [nix::sys::socket::ControlMessage<'_>; 0] = [];
                 sendmmsg(
                     fd,
                     &mut headers.send,
                     &slices[..count],
-                    &addresses[..count],
+                    &addresses[..],
                     no_control,
                     MsgFlags::empty(),
                 )
@@ -485,6 +492,7 @@ async fn udp_worker(
     let mut outgoing: Vec<(Via, SocketAddr)> = Vec::with_capacity(BATCH);
     let mut pool: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(4096)).collect();
     let mut group: Vec<(SocketAddr, usize)> = Vec::with_capacity(BATCH);
+    let mut addresses: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
     let fd = socket.as_raw_fd();
     loop {
         tokio::select! {
@@ -613,7 +621,7 @@ async fn udp_worker(
                     .filter(|(_, (each, _))| *each == via)
                     .map(|(slot, &(_, to))| (to, slot)),
             );
-            send_all(target, &group, &pool).await;
+            send_all(target, &group, &pool, &mut addresses).await;
         }
         outgoing.clear();
     }
