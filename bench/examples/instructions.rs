@@ -9,6 +9,13 @@
 //! `pipeline/passes`: the security pipeline alone (`Engine::check_request`) on a message
 //! parsed and checked once, as the criterion benchmark `pipeline/register_passes` runs
 //! it with the REGISTER (sources rotating over 65,536 addresses, 1 ms per request).
+//!
+//! Two workloads follow a message of `bench/load/maxrate` through `Edge::handle`,
+//! configured as that script runs sipwall (the generator a trusted peer, topology
+//! hiding on as by default): `edge/load_request`, the load generator's OPTIONS from the
+//! public side, and `edge/load_response`, the responder's 200 OK to it from the inner
+//! side (its message argument is ignored). Both cycle through 64 sequence numbers,
+//! built before the loop so that a run of 0 iterations does the same setup.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../benches/policy/mod.rs"]
@@ -63,6 +70,7 @@ fn main() {
         connection: 0,
     };
     let mut pipeline = sipwall_policy::Engine::new(&Default::default(), &[], [7; 16]);
+    let (mut load_edge, load_phone, load_requests, load_responses) = load_workload();
     let parsed = Message::parse(bytes, Framing::Datagram, &limits).unwrap();
     let parsed_checked = sanity.check(&parsed).unwrap();
     let mut n: u64 = 0;
@@ -101,6 +109,31 @@ fn main() {
                     other => panic!("not forwarded: {other:?}"),
                 }
             }
+            "edge/load_request" | "edge/load_response" => {
+                n += 1;
+                let index = n as usize % load_requests.len();
+                let inbound = if workload == "edge/load_request" {
+                    sipwall_edge::Inbound {
+                        bytes: black_box(&load_requests[index]),
+                        side: sipwall_edge::Side::Public,
+                        flow: load_phone,
+                        now: n,
+                    }
+                } else {
+                    sipwall_edge::Inbound {
+                        bytes: black_box(&load_responses[index]),
+                        side: sipwall_edge::Side::Inner,
+                        flow: LOAD_UPSTREAM_FLOW,
+                        now: n,
+                    }
+                };
+                match load_edge.handle(&inbound) {
+                    sipwall_edge::Action::Forward { bytes, .. } => {
+                        black_box(bytes.len());
+                    }
+                    other => panic!("not forwarded: {other:?}"),
+                }
+            }
             "pipeline/passes" => {
                 n += 1;
                 let source = std::net::IpAddr::V4(std::net::Ipv4Addr::from(
@@ -116,4 +149,70 @@ fn main() {
             }
         }
     }
+}
+
+/// The upstream of `bench/load/maxrate`, as the edge sees its answers arrive.
+const LOAD_UPSTREAM_FLOW: sipwall_edge::Flow = sipwall_edge::Flow {
+    transport: sipwall_edge::Transport::Udp,
+    remote: std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        5290,
+    )),
+    connection: 0,
+};
+
+/// The edge as `bench/load/maxrate` runs it, a phone socket of the load generator, 64 of
+/// its requests, and the responder's answers to them as they reach the edge's inner side
+/// (each request forwarded once by this edge, then answered).
+fn load_workload() -> (
+    sipwall_edge::Edge,
+    sipwall_edge::Flow,
+    Vec<Vec<u8>>,
+    Vec<Vec<u8>>,
+) {
+    let localhost = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let policy: sipwall_policy::PolicyConfig =
+        toml::from_str("trusted_peers = [\"127.0.0.1/32\"]").unwrap();
+    let mut edge = sipwall_edge::Edge::new(
+        sipwall_edge::EdgeConfig {
+            public: vec![(sipwall_edge::Transport::Udp, localhost(5280))],
+            inner: localhost(5270),
+            upstream: LOAD_UPSTREAM_FLOW.remote,
+            key: [0xab; sipwall_edge::KEY_LEN],
+            previous_key: None,
+            limits: Limits::default(),
+            topology: Default::default(),
+        },
+        std::sync::Arc::new(std::sync::Mutex::new(sipwall_policy::Engine::new(
+            &policy,
+            &[],
+            [0; 16],
+        ))),
+    );
+    let phone = sipwall_edge::Flow {
+        transport: sipwall_edge::Transport::Udp,
+        remote: localhost(40000),
+        connection: 0,
+    };
+    let requests: Vec<Vec<u8>> = (0..64)
+        .map(|seq| sipwall_bench::load::request(phone.remote, seq))
+        .collect();
+    let responses = requests
+        .iter()
+        .map(|request| {
+            let inbound = sipwall_edge::Inbound {
+                bytes: request,
+                side: sipwall_edge::Side::Public,
+                flow: phone,
+                now: 0,
+            };
+            let sipwall_edge::Action::Forward { bytes, .. } = edge.handle(&inbound) else {
+                panic!("the load request is not forwarded");
+            };
+            let mut answer = Vec::new();
+            assert!(sipwall_bench::load::answer(bytes, b"", &mut answer));
+            answer
+        })
+        .collect();
+    (edge, phone, requests, responses)
 }

@@ -27,3 +27,72 @@ pub const MESSAGES: [(&str, &[u8]); 4] = [
     ("ok_record_route", OK_RECORD_ROUTE),
     ("options", OPTIONS),
 ];
+
+/// The load generator's messages (`bench/src/bin/load.rs`), here so that instruction
+/// counts run on the very bytes `bench/load/maxrate` sends through the proxy.
+pub mod load {
+    use std::net::SocketAddr;
+
+    /// The request with sequence number `seq`, sent from `source`.
+    pub fn request(source: SocketAddr, seq: u64) -> Vec<u8> {
+        format!(
+            "OPTIONS sip:bob@example.com SIP/2.0\r\n\
+    Via: SIP/2.0/UDP {source};branch=z9hG4bKld{seq:012};rport\r\n\
+    Max-Forwards: 70\r\n\
+    From: \"Load\" <sip:load@example.com>;tag=ld{seq}\r\n\
+    To: <sip:bob@example.com>\r\n\
+    Call-ID: ld{seq}@load.example.com\r\n\
+    CSeq: 1 OPTIONS\r\n\
+    User-Agent: sipwall-load\r\n\
+    Accept: application/sdp\r\n\
+    Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// Writes a 200 OK for `request` into `out`: the status line, then the request's Via,
+    /// From, To, Call-ID and CSeq lines as they are (long or compact names), then `extra`
+    /// header lines, then an empty body. Returns false for something that is not a request.
+    pub fn answer(request: &[u8], extra: &[u8], out: &mut Vec<u8>) -> bool {
+        out.clear();
+        let Some(first) = memchr::memmem::find(request, b"\r\n") else {
+            return false;
+        };
+        if request.starts_with(b"SIP/2.0 ") {
+            return false;
+        }
+        out.extend_from_slice(b"SIP/2.0 200 OK\r\n");
+        let mut at = first + 2;
+        while at < request.len() {
+            let Some(len) = memchr::memmem::find(&request[at..], b"\r\n") else {
+                break;
+            };
+            if len == 0 {
+                break;
+            }
+            let line = &request[at..at + len + 2];
+            let name_end = memchr::memchr(b':', line).unwrap_or(0);
+            let name = line[..name_end].trim_ascii_end();
+            let copy = [
+                &b"via"[..],
+                b"v",
+                b"from",
+                b"f",
+                b"to",
+                b"t",
+                b"call-id",
+                b"i",
+                b"cseq",
+            ]
+            .iter()
+            .any(|known| name.eq_ignore_ascii_case(known));
+            if copy {
+                out.extend_from_slice(line);
+            }
+            at += len + 2;
+        }
+        out.extend_from_slice(extra);
+        out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        true
+    }
+}

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use sipwall_bench::load::{answer, request};
 
 /// Datagrams per `sendmmsg` or `recvmmsg` call.
 const BATCH: usize = 64;
@@ -118,52 +119,6 @@ fn bind(address: SocketAddr) -> UdpSocket {
     let _ = setsockopt(&socket, sockopt::RcvBuf, &(4 << 20));
     let _ = setsockopt(&socket, sockopt::SndBuf, &(4 << 20));
     socket
-}
-
-/// Writes a 200 OK for `request` into `out`: the status line, then the request's Via,
-/// From, To, Call-ID and CSeq lines as they are (long or compact names), then `extra`
-/// header lines, then an empty body. Returns false for something that is not a request.
-fn answer(request: &[u8], extra: &[u8], out: &mut Vec<u8>) -> bool {
-    out.clear();
-    let Some(first) = memchr::memmem::find(request, b"\r\n") else {
-        return false;
-    };
-    if request.starts_with(b"SIP/2.0 ") {
-        return false;
-    }
-    out.extend_from_slice(b"SIP/2.0 200 OK\r\n");
-    let mut at = first + 2;
-    while at < request.len() {
-        let Some(len) = memchr::memmem::find(&request[at..], b"\r\n") else {
-            break;
-        };
-        if len == 0 {
-            break;
-        }
-        let line = &request[at..at + len + 2];
-        let name_end = memchr::memchr(b':', line).unwrap_or(0);
-        let name = line[..name_end].trim_ascii_end();
-        let copy = [
-            &b"via"[..],
-            b"v",
-            b"from",
-            b"f",
-            b"to",
-            b"t",
-            b"call-id",
-            b"i",
-            b"cseq",
-        ]
-        .iter()
-        .any(|known| name.eq_ignore_ascii_case(known));
-        if copy {
-            out.extend_from_slice(line);
-        }
-        at += len + 2;
-    }
-    out.extend_from_slice(extra);
-    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
-    true
 }
 
 /// The header lines a PBX adds to its answers (`--answers pbx`): its own Contact,
@@ -244,23 +199,6 @@ fn respond(socket: UdpSocket, extra: Vec<u8>, stop: Arc<AtomicBool>) {
             }
         }
     }
-}
-
-/// The request with sequence number `seq`, sent from `source`.
-fn request(source: SocketAddr, seq: u64) -> Vec<u8> {
-    format!(
-        "OPTIONS sip:bob@example.com SIP/2.0\r\n\
-Via: SIP/2.0/UDP {source};branch=z9hG4bKld{seq:012};rport\r\n\
-Max-Forwards: 70\r\n\
-From: \"Load\" <sip:load@example.com>;tag=ld{seq}\r\n\
-To: <sip:bob@example.com>\r\n\
-Call-ID: ld{seq}@load.example.com\r\n\
-CSeq: 1 OPTIONS\r\n\
-User-Agent: sipwall-load\r\n\
-Accept: application/sdp\r\n\
-Content-Length: 0\r\n\r\n"
-    )
-    .into_bytes()
 }
 
 /// The sequence number in the phone's branch of a response.

@@ -198,6 +198,12 @@ pub struct Edge {
     call_id: Vec<u8>,
     /// The context a token is bound to.
     context: Vec<u8>,
+    /// Finds the edge's branch prefix: built once, as building it costs more than a
+    /// search through a Via.
+    branch_finder: memchr::memmem::Finder<'static>,
+    /// `SIP/2.0/UDP <inner address>;branch=`, the start of every Via the edge puts on a
+    /// request toward the upstream, written once.
+    inner_via_prefix: Vec<u8>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -213,6 +219,8 @@ impl Edge {
     pub fn new(config: EdgeConfig, policy: SharedPolicy) -> Self {
         let mut codec = TokenCodec::new(&config.key, config.previous_key.as_ref());
         let branch_key = codec.derive_branch_key();
+        let mut inner_via_prefix = Vec::with_capacity(64);
+        push_via_prefix(&mut inner_via_prefix, Transport::Udp, config.inner, b"");
         Edge {
             config,
             codec,
@@ -226,12 +234,23 @@ impl Edge {
             list: Vec::with_capacity(512),
             call_id: Vec::with_capacity(128),
             context: Vec::with_capacity(128),
+            branch_finder: memchr::memmem::Finder::new(BRANCH_PREFIX),
+            inner_via_prefix,
         }
     }
 
     /// The configuration.
     pub fn config(&self) -> &EdgeConfig {
         &self.config
+    }
+
+    /// Exchanges the buffer holding the bytes of the last [`Action`] (or of
+    /// [`Edge::flow_failed`]) for `buffer`, which the edge clears and writes its next
+    /// message into. A runtime that sends a batch of messages at once keeps them this
+    /// way without copying them, and without allocating once its buffers have grown.
+    pub fn swap_output(&mut self, buffer: &mut Vec<u8>) {
+        std::mem::swap(&mut self.out, buffer);
+        self.out.clear();
     }
 
     /// Decides what to do with one message.
@@ -255,9 +274,13 @@ impl Edge {
         } else {
             Framing::Datagram
         };
-        let msg = match Message::parse(inbound.bytes, framing, &self.config.limits) {
+        // The parsed message (some 900 bytes) and what sanity hands over are read where
+        // they were returned: moving them out of their `Result` would copy them.
+        let parsed = Message::parse(inbound.bytes, framing, &self.config.limits);
+        let msg = match &parsed {
             Ok(msg) => msg,
             Err(error) => {
+                let error = *error;
                 if public && self.offence(Rule::Malformed, source, &error.to_string(), inbound) {
                     return Action::Drop(DropReason::Policy);
                 }
@@ -266,20 +289,22 @@ impl Edge {
         };
         // Sanity hands over what it parsed: routing reads the top Via, From, To and
         // CSeq from there instead of parsing them again.
-        let checked = match self.sanity.check(&msg) {
+        let sane = self.sanity.check(msg);
+        let checked = match &sane {
             Ok(checked) => checked,
             Err(error) => {
+                let error = *error;
                 if public && self.offence(Rule::Malformed, source, &error.to_string(), inbound) {
                     return Action::Drop(DropReason::Policy);
                 }
-                return self.refuse(&msg, error);
+                return self.refuse(msg, error);
             }
         };
         if public && msg.is_request() {
             let verdict = if admitted == Verdict::Honeypot {
                 Verdict::Honeypot
             } else {
-                lock(&self.policy).check_request(&msg, &checked, source, inbound.now)
+                lock(&self.policy).check_request(msg, checked, source, inbound.now)
             };
             match verdict {
                 Verdict::Pass => {}
@@ -288,27 +313,27 @@ impl Edge {
                     if msg.method() == Some(Method::Ack) {
                         return Action::Drop(DropReason::Policy);
                     }
-                    self.write_reply(&msg, code, b"");
+                    self.write_reply(msg, code, b"");
                     return Action::Reply { bytes: &self.out };
                 }
                 Verdict::Tarpit { code, delay } => {
                     if msg.method() == Some(Method::Ack) {
                         return Action::Drop(DropReason::Policy);
                     }
-                    self.write_reply(&msg, code, b"");
+                    self.write_reply(msg, code, b"");
                     return Action::Tarpit {
                         bytes: &self.out,
                         delay,
                     };
                 }
-                Verdict::Honeypot => return self.honeypot(&msg),
+                Verdict::Honeypot => return self.honeypot(msg),
             }
         }
         let routed = match (msg.is_request(), inbound.side) {
-            (true, Side::Public) => self.request_from_public(&msg, &checked, inbound),
-            (true, Side::Inner) => self.request_from_inner(&msg, &checked),
-            (false, Side::Inner) => self.response_from_inner(&msg, &checked, inbound.now),
-            (false, Side::Public) => self.response_from_public(&msg, &checked, inbound),
+            (true, Side::Public) => self.request_from_public(msg, checked, inbound),
+            (true, Side::Inner) => self.request_from_inner(msg, checked),
+            (false, Side::Inner) => self.response_from_inner(msg, checked, inbound.now),
+            (false, Side::Public) => self.response_from_public(msg, checked, inbound),
         };
         match routed {
             Ok(Routed::Forward(to)) => Action::Forward {
@@ -451,7 +476,7 @@ impl Edge {
             self.write_reply(msg, 482, b"");
             return Ok(Routed::Reply);
         }
-        if msg.method() == Some(Method::Options) && self.addressed_to_edge(msg) {
+        if msg.method() == Some(Method::Options) && self.addressed_to_edge(msg, checked) {
             self.write_reply(msg, 200, b"Allow: OPTIONS\r\nAccept: application/sdp\r\n");
             return Ok(Routed::Reply);
         }
@@ -473,7 +498,7 @@ impl Edge {
         if !routes_done {
             self.pop_own_routes(msg)?;
         }
-        self.decrement_max_forwards(msg)?;
+        self.decrement_max_forwards(msg, checked)?;
         self.mask_contacts(msg, inbound.flow)?;
         if creates_dialog(msg, checked) {
             let public = self.public_address(inbound.flow.transport, inbound.flow.remote);
@@ -509,7 +534,8 @@ impl Edge {
                 .extend_from_slice(&user[..user.len().min(MAX_TOKEN_USER)]);
         }
         self.text.clear();
-        push_via_prefix(&mut self.text, Transport::Udp, self.config.inner, &branch);
+        self.text.extend_from_slice(&self.inner_via_prefix);
+        self.text.extend_from_slice(&branch);
         self.text.push(b';');
         self.text.extend_from_slice(VIA_PARAM);
         self.text.push(b'=');
@@ -554,7 +580,7 @@ impl Edge {
             .replace_request_uri(msg, &original)
             .map_err(|_| DropReason::Unroutable)?;
         self.scrub_headers(msg)?;
-        self.decrement_max_forwards(msg)?;
+        self.decrement_max_forwards(msg, checked)?;
         if self.config.topology.hide {
             self.hide_request_from_inner(msg, checked, flow, public, &branch)?;
         } else {
@@ -656,9 +682,7 @@ impl Edge {
             _ => AnswerVerdict::Forward,
         };
         self.editor.clear();
-        self.editor
-            .pop_via(msg)
-            .map_err(|_| DropReason::Unroutable)?;
+        self.pop_own_via(msg, &top)?;
         self.scrub_headers(msg)?;
         let hide = self.config.topology.hide;
         // The phone sees the Call-ID it sent: masked again if it was a mask.
@@ -730,6 +754,32 @@ impl Edge {
         }
         self.finish(msg)?;
         Ok(Routed::Forward(Target::Upstream))
+    }
+
+    /// Removes the edge's Via, `top`, from a response. When it is alone in the first
+    /// Via field, as the edge wrote it, the field goes without splitting the list again
+    /// (`Editor::pop_via` would); otherwise the entry and its comma go.
+    fn pop_own_via(&mut self, msg: &Message<'_>, top: &Via<'_>) -> Result<(), DropReason> {
+        let bytes = msg.as_bytes();
+        let is_lws = |range: std::ops::Range<usize>| {
+            bytes.get(range).is_some_and(|gap| {
+                gap.iter()
+                    .all(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+            })
+        };
+        if let Some(header) = msg.header(HeaderName::Via)
+            && let (Some(value), Some(entry)) = (msg.range_of(header.value), msg.range_of(top.raw))
+            && value.start <= entry.start
+            && entry.end <= value.end
+            && is_lws(value.start..entry.start)
+            && is_lws(entry.end..value.end)
+        {
+            return self
+                .editor
+                .remove_header(msg, header.index)
+                .map_err(|_| DropReason::Unroutable);
+        }
+        self.editor.pop_via(msg).map_err(|_| DropReason::Unroutable)
     }
 
     /// Turns an answer that would reveal whether an extension exists into the challenge
@@ -807,7 +857,8 @@ impl Edge {
             .map_err(|_| DropReason::Unroutable)
     }
 
-    /// Sets `received` and `rport` on the sender's Via (RFC 3261 §18.2.1, RFC 3581).
+    /// Sets `received` and `rport` on the sender's Via (RFC 3261 §18.2.1, RFC 3581):
+    /// each replaces the first parameter of its name, or is appended.
     fn stamp_sender_via(
         &mut self,
         msg: &Message<'_>,
@@ -815,21 +866,51 @@ impl Edge {
         flow: Flow,
     ) -> Result<(), DropReason> {
         let source = flow.remote.ip();
-        if top.host.ip() != Some(source) {
-            self.text.clear();
-            push_ip(&mut self.text, source);
-            self.editor
-                .set_param(msg, top.params, b"received", Some(&self.text))
-                .map_err(|_| DropReason::Unroutable)?;
+        let stamp_received = top.host.ip() != Some(source);
+        let stamp_rport = top.rport() != Rport::Absent;
+        if !stamp_received && !stamp_rport {
+            return Ok(());
         }
-        if top.rport() != Rport::Absent {
+        // One pass over the parameters finds both (`Editor::set_param` takes one each).
+        let (mut received, mut rport) = (None, None);
+        for param in top.params.iter() {
+            if received.is_none() && param.name.eq_ignore_ascii_case(b"received") {
+                received = Some(param.raw);
+            } else if rport.is_none() && param.name.eq_ignore_ascii_case(b"rport") {
+                rport = Some(param.raw);
+            }
+        }
+        if stamp_received {
             self.text.clear();
+            self.text.extend_from_slice(b";received=");
+            push_ip(&mut self.text, source);
+            self.stamp_param(msg, top, received)?;
+        }
+        if stamp_rport {
+            self.text.clear();
+            self.text.extend_from_slice(b";rport=");
             reply::push_number(&mut self.text, u64::from(flow.remote.port()));
-            self.editor
-                .set_param(msg, top.params, b"rport", Some(&self.text))
-                .map_err(|_| DropReason::Unroutable)?;
+            self.stamp_param(msg, top, rport)?;
         }
         Ok(())
+    }
+
+    /// Writes `self.text` (`;name=value`) over the parameter `existing` of the Via
+    /// `top` (without the `;`, which it already has), or appends it to the Via's
+    /// parameters if there is none.
+    fn stamp_param(
+        &mut self,
+        msg: &Message<'_>,
+        top: &Via<'_>,
+        existing: Option<&[u8]>,
+    ) -> Result<(), DropReason> {
+        let done = match existing {
+            Some(raw) => self.editor.replace(msg, raw, &self.text[1..]),
+            None => self
+                .editor
+                .insert_after(msg, top.params.as_bytes(), &self.text),
+        };
+        done.map_err(|_| DropReason::Unroutable)
     }
 
     /// Removes the Route entries at the top that name the edge (it record-routed them):
@@ -873,12 +954,20 @@ impl Edge {
         Ok(())
     }
 
-    fn decrement_max_forwards(&mut self, msg: &Message<'_>) -> Result<(), DropReason> {
+    fn decrement_max_forwards(
+        &mut self,
+        msg: &Message<'_>,
+        checked: &Checked<'_>,
+    ) -> Result<(), DropReason> {
         self.text.clear();
         match msg.header(HeaderName::MaxForwards) {
             Some(header) => {
-                // Sanity has refused 0 and anything unparseable.
-                let hops = msg.max_forwards().and_then(Result::ok).unwrap_or(1);
+                // Sanity has refused 0 and anything unparseable, and read the value
+                // (unless that check is disabled).
+                let hops = checked
+                    .max_forwards
+                    .or_else(|| msg.max_forwards().and_then(Result::ok))
+                    .unwrap_or(1);
                 reply::push_number(&mut self.text, u64::from(hops.saturating_sub(1)));
                 self.editor
                     .replace_header_value(msg, header.index, &self.text)
@@ -1036,7 +1125,7 @@ impl Edge {
         // Nearly every request has no branch of this edge at all: look before parsing.
         let has_our_branch = msg
             .headers_named(HeaderName::Via)
-            .any(|via| memchr::memmem::find(via.value, BRANCH_PREFIX).is_some());
+            .any(|via| self.branch_finder.find(via.value).is_some());
         if !has_our_branch {
             return false;
         }
@@ -1050,11 +1139,20 @@ impl Edge {
     }
 
     /// True for an OPTIONS whose Request-URI names the edge without a user.
-    fn addressed_to_edge(&self, msg: &Message<'_>) -> bool {
-        let Some(Ok(uri)) = msg.request_uri() else {
-            return false;
+    fn addressed_to_edge(&self, msg: &Message<'_>, checked: &Checked<'_>) -> bool {
+        // As sanity parsed it, or parsed here if that check is disabled.
+        let parsed;
+        let uri = match &checked.request_uri {
+            Some(uri) => uri,
+            None => match msg.request_uri() {
+                Some(Ok(uri)) => {
+                    parsed = uri;
+                    &parsed
+                }
+                _ => return false,
+            },
         };
-        uri.user.is_none() && self.is_own_uri(&uri)
+        uri.user.is_none() && self.is_own_uri(uri)
     }
 
     fn is_own_uri(&self, uri: &Uri<'_>) -> bool {

@@ -15,6 +15,7 @@
 //! What this module does not do: parse or route (that is `sipwall-edge`), decide what
 //! is hostile (the policy), or read configuration files (the binary).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::{MultiHeaders, SockaddrStorage};
 use sipwall_edge::{
     Action, Edge, EdgeConfig, Flow, Inbound, SharedPolicy, Side, Target, Transport,
 };
@@ -217,12 +219,14 @@ impl Server {
     }
 }
 
-/// Rebuilds `edge` if the configuration changed since it was built.
-fn refresh(edge: &mut Edge, config: &mut watch::Receiver<Arc<NetConfig>>, shared: &Shared) {
-    if config.has_changed().unwrap_or(false) {
-        let current = config.borrow_and_update().clone();
-        *edge = Edge::new(current.edge.clone(), shared.policy.clone());
+/// Rebuilds `edge` if the configuration changed since it was built; true if it did.
+fn refresh(edge: &mut Edge, config: &mut watch::Receiver<Arc<NetConfig>>, shared: &Shared) -> bool {
+    if !config.has_changed().unwrap_or(false) {
+        return false;
     }
+    let current = config.borrow_and_update().clone();
+    *edge = Edge::new(current.edge.clone(), shared.policy.clone());
+    true
 }
 
 /// The pipeline's periodic work (unanswered challenges, ends of bans). Its events are
@@ -338,44 +342,63 @@ async fn send_to_peer(shared: &Shared, flow: Flow, bytes: &[u8]) -> bool {
 /// Datagrams read per system call (`recvmmsg`).
 const BATCH: usize = 32;
 
+/// The message headers of `recvmmsg` and `sendmmsg`, built once per thread: they hold
+/// raw pointers, so a task (which may move between threads) cannot keep them across an
+/// await, and building them for every batch would cost two allocations each time.
+struct Headers {
+    /// For IPv4 sockets. Receiving headers are kept per address family because the
+    /// kernel shortens each header's address length to that of the address it wrote.
+    receive_v4: MultiHeaders<SockaddrStorage>,
+    /// For IPv6 sockets.
+    receive_v6: MultiHeaders<SockaddrStorage>,
+    /// For sending (`sendmmsg` sets every field it uses).
+    send: MultiHeaders<SockaddrStorage>,
+}
+
+thread_local! {
+    static HEADERS: RefCell<Headers> = RefCell::new(Headers {
+        receive_v4: MultiHeaders::preallocate(BATCH, None),
+        receive_v6: MultiHeaders::preallocate(BATCH, None),
+        send: MultiHeaders::preallocate(BATCH, None),
+    });
+}
+
 /// Reads up to [`BATCH`] datagrams without blocking; fills `meta` with their lengths and
 /// sources and returns how many were read.
 fn receive_batch(
     fd: std::os::fd::RawFd,
-    buffers: &mut [Vec<u8>],
+    v6: bool,
+    buffers: &mut [Vec<u8>; BATCH],
     meta: &mut [(usize, Option<SocketAddr>); BATCH],
 ) -> io::Result<usize> {
-    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
-    // The headers hold raw pointers, which may not cross an await in a task that can
-    // move between threads: they live for one call (one small allocation per batch).
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut slices: Vec<[io::IoSliceMut<'_>; 1]> = buffers
-        .iter_mut()
-        .map(|buffer| [io::IoSliceMut::new(buffer.as_mut_slice())])
-        .collect();
-    let results = recvmmsg(
-        fd,
-        &mut headers,
-        slices.iter_mut(),
-        MsgFlags::MSG_DONTWAIT,
-        None,
-    )
-    .map_err(io::Error::from)?;
-    let mut count = 0;
-    for (slot, result) in meta.iter_mut().zip(results) {
-        let source = result.address.and_then(|address| {
-            if let Some(v4) = address.as_sockaddr_in() {
-                Some(SocketAddr::V4((*v4).into()))
-            } else {
-                address
-                    .as_sockaddr_in6()
-                    .map(|v6| SocketAddr::V6((*v6).into()))
-            }
-        });
-        *slot = (result.bytes, source);
-        count += 1;
-    }
-    Ok(count)
+    use nix::sys::socket::{MsgFlags, recvmmsg};
+    HEADERS.with_borrow_mut(|headers| {
+        let headers = if v6 {
+            &mut headers.receive_v6
+        } else {
+            &mut headers.receive_v4
+        };
+        let mut slices = buffers
+            .each_mut()
+            .map(|buffer| [io::IoSliceMut::new(buffer.as_mut_slice())]);
+        let results = recvmmsg(fd, headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
+            .map_err(io::Error::from)?;
+        let mut count = 0;
+        for (slot, result) in meta.iter_mut().zip(results) {
+            let source = result.address.and_then(|address| {
+                if let Some(v4) = address.as_sockaddr_in() {
+                    Some(SocketAddr::V4((*v4).into()))
+                } else {
+                    address
+                        .as_sockaddr_in6()
+                        .map(|v6| SocketAddr::V6((*v6).into()))
+                }
+            });
+            *slot = (result.bytes, source);
+            count += 1;
+        }
+        Ok(count)
+    })
 }
 
 /// Which socket an outgoing datagram leaves from.
@@ -389,36 +412,46 @@ enum Via {
     Public(usize),
 }
 
-/// Sends datagrams of one socket with as few `sendmmsg` calls as the kernel allows;
-/// what it does not take at once waits for the socket to be writable.
-async fn send_all(socket: &UdpSocket, datagrams: &[(SocketAddr, Vec<u8>)]) {
-    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+/// Sends the datagrams of `group` (destination, index of its bytes in `pool`) from one
+/// socket with as few `sendmmsg` calls as the kernel allows; what it does not take at
+/// once waits for the socket to be writable. `addresses` is room for the destinations
+/// in the system's form, kept by the caller so that it is not allocated each time.
+async fn send_all(
+    socket: &UdpSocket,
+    group: &[(SocketAddr, usize)],
+    pool: &[Vec<u8>],
+    addresses: &mut Vec<Option<SockaddrStorage>>,
+) {
+    use nix::sys::socket::{MsgFlags, sendmmsg};
     use std::os::fd::AsRawFd;
     let fd = socket.as_raw_fd();
     let mut sent = 0;
-    while sent < datagrams.len() {
-        let rest = &datagrams[sent..];
+    while sent < group.len() {
+        let rest = &group[sent..];
+        let count = rest.len().min(BATCH);
         let attempt = socket.try_io(tokio::io::Interest::WRITABLE, || {
-            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(rest.len(), None);
-            let slices: Vec<[io::IoSlice<'_>; 1]> = rest
-                .iter()
-                .map(|(_, bytes)| [io::IoSlice::new(bytes)])
-                .collect();
-            let addresses: Vec<Option<SockaddrStorage>> = rest
-                .iter()
-                .map(|(address, _)| Some(SockaddrStorage::from(*address)))
-                .collect();
-            let no_control: [nix::sys::socket::ControlMessage<'_>; 0] = [];
-            sendmmsg(
-                fd,
-                &mut headers,
-                &slices,
-                &addresses,
-                no_control,
-                MsgFlags::empty(),
-            )
-            .map(|results| results.count())
-            .map_err(io::Error::from)
+            HEADERS.with_borrow_mut(|headers| {
+                // Only the datagrams sent are filled in: a whole batch of addresses is
+                // some 4 KB to write.
+                let mut slices = [[io::IoSlice::new(&[])]; BATCH];
+                addresses.clear();
+                for (slice, &(address, slot)) in slices.iter_mut().zip(&rest[..count]) {
+                    let bytes = pool.get(slot).map_or(&[][..], Vec::as_slice);
+                    *slice = [io::IoSlice::new(bytes)];
+                    addresses.push(Some(SockaddrStorage::from(address)));
+                }
+                let no_control: [nix::sys::socket::ControlMessage<'_>; 0] = [];
+                sendmmsg(
+                    fd,
+                    &mut headers.send,
+                    &slices[..count],
+                    &addresses[..],
+                    no_control,
+                    MsgFlags::empty(),
+                )
+                .map(|results| results.count())
+                .map_err(io::Error::from)
+            })
         });
         match attempt {
             Ok(count) if count > 0 => sent += count,
@@ -446,12 +479,20 @@ async fn udp_worker(
         config.borrow_and_update().edge.clone(),
         shared.policy.clone(),
     );
+    let mut upstream = config.borrow().edge.upstream;
+    let v6 = socket.local_addr().is_ok_and(|address| address.is_ipv6());
     // One buffer per datagram of a batch, read with one system call.
-    let mut buffers: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; 65_535]).collect();
+    let mut buffers: [Vec<u8>; BATCH] = std::array::from_fn(|_| vec![0u8; 65_535]);
     let mut meta = [(0usize, None); BATCH];
-    // What the batch sends, by socket, flushed with sendmmsg after the batch.
-    let mut outgoing: Vec<(Via, SocketAddr, Vec<u8>)> = Vec::with_capacity(BATCH);
-    let mut group: Vec<(SocketAddr, Vec<u8>)> = Vec::with_capacity(BATCH);
+    // What the batch sends, flushed with sendmmsg after the batch: by message, the
+    // socket it leaves from and its destination; its bytes are in `pool` at the same
+    // index. The edge writes each message into a buffer of its own, which is exchanged
+    // with one of `pool` instead of copied: no copy, and no allocation once every
+    // buffer has grown to the size of the messages.
+    let mut outgoing: Vec<(Via, SocketAddr)> = Vec::with_capacity(BATCH);
+    let mut pool: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(4096)).collect();
+    let mut group: Vec<(SocketAddr, usize)> = Vec::with_capacity(BATCH);
+    let mut addresses: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
     let fd = socket.as_raw_fd();
     loop {
         tokio::select! {
@@ -462,14 +503,24 @@ async fn udp_worker(
             }
             _ = stop.changed() => return,
         }
-        let count = match socket.try_io(tokio::io::Interest::READABLE, || {
-            receive_batch(fd, &mut buffers, &mut meta)
-        }) {
-            Ok(count) => count,
-            Err(_) => continue,
-        };
-        refresh(&mut edge, &mut config, &shared);
-        let upstream = config.borrow().edge.upstream;
+        let mut count = 0;
+        let received = socket.try_io(tokio::io::Interest::READABLE, || {
+            count = receive_batch(fd, v6, &mut buffers, &mut meta)?;
+            if count < BATCH {
+                // recvmmsg stops short only when the queue is empty: saying so clears
+                // the readiness now, so the next round waits for the next datagram
+                // instead of learning it with one more system call (as many as the
+                // batches when the load is light). The datagrams read are kept.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        });
+        if count == 0 || received.is_err_and(|error| error.kind() != io::ErrorKind::WouldBlock) {
+            continue;
+        }
+        if refresh(&mut edge, &mut config, &shared) {
+            upstream = config.borrow().edge.upstream;
+        }
         let now = shared.now();
         for (index, &(len, source)) in meta.iter().enumerate().take(count) {
             let Some(source) = source else {
@@ -489,28 +540,29 @@ async fn udp_worker(
                 },
                 now,
             };
-            let (via, to, out) = match edge.handle(&inbound) {
+            // Every arm that sends leaves the message in the edge's output buffer.
+            let (via, to) = match edge.handle(&inbound) {
                 Action::Forward {
                     to: Target::Upstream,
-                    bytes,
+                    ..
                 } => {
                     let via = if side == Side::Inner {
                         Via::Own
                     } else {
                         Via::Inner
                     };
-                    (via, upstream, bytes.to_vec())
+                    (via, upstream)
                 }
                 Action::Forward {
                     to: Target::Peer(flow),
-                    bytes,
+                    ..
                 } if flow.transport == Transport::Udp => {
                     let index = shared
                         .public_udp
                         .iter()
                         .position(|(a, _)| a.is_ipv4() == flow.remote.is_ipv4())
                         .unwrap_or(0);
-                    (Via::Public(index), flow.remote, bytes.to_vec())
+                    (Via::Public(index), flow.remote)
                 }
                 Action::Forward {
                     to: Target::Peer(flow),
@@ -521,12 +573,12 @@ async fn udp_worker(
                     if send_to_peer(&shared, flow, &out).await {
                         continue;
                     }
-                    let Some(reply) = edge.flow_failed(&out, flow.transport) else {
+                    if edge.flow_failed(&out, flow.transport).is_none() {
                         continue;
-                    };
-                    (Via::Inner, upstream, reply.to_vec())
+                    }
+                    (Via::Inner, upstream)
                 }
-                Action::Reply { bytes } => (Via::Own, source, bytes.to_vec()),
+                Action::Reply { .. } => (Via::Own, source),
                 Action::Tarpit { bytes, delay } => {
                     let (socket, bytes) = (socket.clone(), bytes.to_vec());
                     tarpit(&shared, delay, async move {
@@ -539,19 +591,18 @@ async fn udp_worker(
                     continue;
                 }
             };
-            outgoing.push((via, to, out));
+            let Some(slot) = pool.get_mut(outgoing.len()) else {
+                continue;
+            };
+            edge.swap_output(slot);
+            outgoing.push((via, to));
         }
         // Flush by socket, in the order the messages were decided.
-        while let Some(&(via, _, _)) = outgoing.first() {
-            group.clear();
-            let mut index = 0;
-            while index < outgoing.len() {
-                if outgoing[index].0 == via {
-                    let (_, to, bytes) = outgoing.remove(index);
-                    group.push((to, bytes));
-                } else {
-                    index += 1;
-                }
+        for first in 0..outgoing.len() {
+            let via = outgoing[first].0;
+            if outgoing[..first].iter().any(|&(earlier, _)| earlier == via) {
+                // Sent with the group of an earlier message.
+                continue;
             }
             let target = match via {
                 Via::Own => &socket,
@@ -561,8 +612,18 @@ async fn udp_worker(
                     None => continue,
                 },
             };
-            send_all(target, &group).await;
+            group.clear();
+            group.extend(
+                outgoing
+                    .iter()
+                    .enumerate()
+                    .skip(first)
+                    .filter(|(_, (each, _))| *each == via)
+                    .map(|(slot, &(_, to))| (to, slot)),
+            );
+            send_all(target, &group, &pool, &mut addresses).await;
         }
+        outgoing.clear();
     }
 }
 
