@@ -16,6 +16,9 @@
 //! public side, and `edge/load_response`, the responder's 200 OK to it from the inner
 //! side (its message argument is ignored). Both cycle through 64 sequence numbers,
 //! built before the loop so that a run of 0 iterations does the same setup.
+//! `edge/pbx_request/hide|plain` and `edge/pbx_response/hide|plain` do the same with the
+//! responder answering like a PBX (`--answers pbx`: its Contact and Server), topology
+//! hiding on or off: the cost of hiding per message.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../benches/policy/mod.rs"]
@@ -70,7 +73,11 @@ fn main() {
         connection: 0,
     };
     let mut pipeline = sipwall_policy::Engine::new(&Default::default(), &[], [7; 16]);
-    let (mut load_edge, load_phone, load_requests, load_responses) = load_workload();
+    // `edge/pbx_*/hide|plain`: the same with the responder answering like a PBX
+    // (`--answers pbx`), topology hiding on or off.
+    let pbx = workload.starts_with("edge/pbx_");
+    let hide = !pbx || workload.ends_with("/hide");
+    let (mut load_edge, load_phone, load_requests, load_responses) = load_workload(hide, pbx);
     let parsed = Message::parse(bytes, Framing::Datagram, &limits).unwrap();
     let parsed_checked = sanity.check(&parsed).unwrap();
     let mut n: u64 = 0;
@@ -109,10 +116,12 @@ fn main() {
                     other => panic!("not forwarded: {other:?}"),
                 }
             }
-            "edge/load_request" | "edge/load_response" => {
+            edge_load
+                if edge_load.starts_with("edge/load_") || edge_load.starts_with("edge/pbx_") =>
+            {
                 n += 1;
                 let index = n as usize % load_requests.len();
-                let inbound = if workload == "edge/load_request" {
+                let inbound = if edge_load.contains("_request") {
                     sipwall_edge::Inbound {
                         bytes: black_box(&load_requests[index]),
                         side: sipwall_edge::Side::Public,
@@ -164,7 +173,10 @@ const LOAD_UPSTREAM_FLOW: sipwall_edge::Flow = sipwall_edge::Flow {
 /// The edge as `bench/load/maxrate` runs it, a phone socket of the load generator, 64 of
 /// its requests, and the responder's answers to them as they reach the edge's inner side
 /// (each request forwarded once by this edge, then answered).
-fn load_workload() -> (
+fn load_workload(
+    hide: bool,
+    pbx: bool,
+) -> (
     sipwall_edge::Edge,
     sipwall_edge::Flow,
     Vec<Vec<u8>>,
@@ -181,7 +193,10 @@ fn load_workload() -> (
             key: [0xab; sipwall_edge::KEY_LEN],
             previous_key: None,
             limits: Limits::default(),
-            topology: Default::default(),
+            topology: sipwall_edge::TopologyConfig {
+                hide,
+                ..Default::default()
+            },
         },
         std::sync::Arc::new(std::sync::Mutex::new(sipwall_policy::Engine::new(
             &policy,
@@ -197,6 +212,11 @@ fn load_workload() -> (
     let requests: Vec<Vec<u8>> = (0..64)
         .map(|seq| sipwall_bench::load::request(phone.remote, seq))
         .collect();
+    let extra = if pbx {
+        sipwall_bench::load::pbx_lines(LOAD_UPSTREAM_FLOW.remote)
+    } else {
+        Vec::new()
+    };
     let responses = requests
         .iter()
         .map(|request| {
@@ -210,7 +230,7 @@ fn load_workload() -> (
                 panic!("the load request is not forwarded");
             };
             let mut answer = Vec::new();
-            assert!(sipwall_bench::load::answer(bytes, b"", &mut answer));
+            assert!(sipwall_bench::load::answer(bytes, &extra, &mut answer));
             answer
         })
         .collect();

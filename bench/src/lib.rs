@@ -50,6 +50,17 @@ pub mod load {
         .into_bytes()
     }
 
+    /// The header lines a PBX adds to its answers (`--answers pbx`): its own Contact,
+    /// product name and capabilities, what topology hiding masks and removes.
+    pub fn pbx_lines(upstream: SocketAddr) -> Vec<u8> {
+        format!(
+            "Contact: <sip:pbx@{upstream}>\r\nServer: PBX 20.5.0\r\n\
+Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, REFER, NOTIFY\r\n\
+Supported: replaces, timer\r\n"
+        )
+        .into_bytes()
+    }
+
     /// Writes a 200 OK for `request` into `out`: the status line, then the request's Via,
     /// From, To, Call-ID and CSeq lines as they are (long or compact names), then `extra`
     /// header lines, then an empty body. Returns false for something that is not a request.

@@ -121,17 +121,6 @@ fn bind(address: SocketAddr) -> UdpSocket {
     socket
 }
 
-/// The header lines a PBX adds to its answers (`--answers pbx`): its own Contact,
-/// product name and capabilities.
-fn pbx_lines(upstream: SocketAddr) -> Vec<u8> {
-    format!(
-        "Contact: <sip:pbx@{upstream}>\r\nServer: PBX 20.5.0\r\n\
-Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, REFER, NOTIFY\r\n\
-Supported: replaces, timer\r\n"
-    )
-    .into_bytes()
-}
-
 /// The upstream: answers each request with a 200 OK, a batch at a time.
 fn respond(socket: UdpSocket, extra: Vec<u8>, stop: Arc<AtomicBool>) {
     socket
@@ -326,7 +315,7 @@ fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let upstream = bind(args.upstream);
     let extra = if args.pbx_answers {
-        pbx_lines(args.upstream)
+        sipwall_bench::load::pbx_lines(args.upstream)
     } else {
         Vec::new()
     };
