@@ -208,7 +208,8 @@ impl Edge {
     }
 
     /// Replaces the Via stack of a request from the upstream by the edge's own Via
-    /// (`via`, without its stack parameter), the stack sealed into it.
+    /// (toward the phone on `transport` through `public`, with `branch`), the stack
+    /// sealed into it.
     pub(crate) fn hide_via_stack(
         &mut self,
         msg: &Message<'_>,
@@ -509,10 +510,7 @@ impl Edge {
                     .and_then(|route| route.uri.params.get(ROUTE_PARAM));
                 let Some(token) = masked else {
                     let own = parsed.is_some_and(|route| self.is_own_uri(&route.uri));
-                    if !(leading && own) {
-                        leading = false;
-                        push_entry(&mut self.list, entry);
-                    }
+                    keep_route(&mut self.list, &mut leading, own, entry);
                     continue;
                 };
                 let plain = self
@@ -529,10 +527,7 @@ impl Edge {
                 for entry in entries {
                     let own = NameAddr::parse(entry, usize::MAX)
                         .is_ok_and(|route| is_own(&self.config, &route.uri));
-                    if !(leading && own) {
-                        leading = false;
-                        push_entry(&mut self.list, entry);
-                    }
+                    keep_route(&mut self.list, &mut leading, own, entry);
                 }
             }
         }
@@ -629,7 +624,7 @@ fn uri_names(uri: &Uri<'_>, matches: impl Fn(SocketAddr) -> bool) -> bool {
 }
 
 /// True if `uri` names the edge, inner or public side.
-fn is_own(config: &crate::EdgeConfig, uri: &Uri<'_>) -> bool {
+pub(crate) fn is_own(config: &crate::EdgeConfig, uri: &Uri<'_>) -> bool {
     uri_names(uri, |address| {
         address == config.inner || config.public.iter().any(|(_, a)| *a == address)
     })
@@ -675,6 +670,15 @@ fn push_item(out: &mut Vec<u8>, item: &[u8]) -> Result<(), DropReason> {
     let len = u16::try_from(out.len() - at - 2).map_err(|_| DropReason::Unroutable)?;
     out[at..at + 2].copy_from_slice(&len.to_be_bytes());
     Ok(())
+}
+
+/// Appends a Route entry to `list` unless it is one of the edge's own at the front
+/// (`leading` while only the edge's entries have been seen).
+fn keep_route(list: &mut Vec<u8>, leading: &mut bool, own: bool, entry: &[u8]) {
+    if !(*leading && own) {
+        *leading = false;
+        push_entry(list, entry);
+    }
 }
 
 /// Appends an entry to a comma-separated list.

@@ -41,7 +41,7 @@ use siphasher::sip::SipHasher13;
 use sipwall_policy::{Answer, AnswerVerdict, Engine, Millis, Rule, Verdict};
 use sipwall_sip::{
     Checked, Contact, Editor, Framing, HeaderName, Limits, Message, Method, ParseError, Position,
-    Rport, Sanity, SanityError, Scheme, Uri, Via,
+    Rport, Sanity, SanityError, Uri, Via,
 };
 
 pub use hide::TopologyConfig;
@@ -688,6 +688,8 @@ impl Edge {
         // The phone sees the Call-ID it sent: masked again if it was a mask.
         match call_id_key {
             Some(key) => self.mask_call_id(msg, Some(key))?,
+            // Masks below are bound to the Call-ID; without hiding there are none.
+            None if !hide => {}
             None => {
                 self.call_id.clear();
                 self.call_id
@@ -1156,15 +1158,7 @@ impl Edge {
     }
 
     fn is_own_uri(&self, uri: &Uri<'_>) -> bool {
-        if !matches!(uri.scheme, Scheme::Sip | Scheme::Sips) {
-            return false;
-        }
-        let Some(ip) = uri.host.ip() else {
-            return false;
-        };
-        let port = uri.port.unwrap_or(5060);
-        let is = |address: SocketAddr| address.ip() == ip && address.port() == port;
-        is(self.config.inner) || self.config.public.iter().any(|(_, a)| is(*a))
+        hide::is_own(&self.config, uri)
     }
 
     fn is_inner_address(&self, via: &Via<'_>) -> bool {
