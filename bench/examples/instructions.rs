@@ -18,9 +18,16 @@
 //! built before the loop so that a run of 0 iterations does the same setup.
 //! `edge/pbx_request/hide|plain` and `edge/pbx_response/hide|plain` do the same with the
 //! responder answering like a PBX (`--answers pbx`: its Contact and Server), topology
-//! hiding on or off: the cost of hiding per message.
+//! hiding on or off: the cost of hiding per message; `edge/pbx_invite_request/…` and
+//! `edge/pbx_invite_response/…` the same with the generator's INVITEs (`--requests
+//! invite`), whose answers carry the edge's Record-Route set.
+//!
+//! `topology/<message>/hide|plain` runs a message of the criterion benchmark `topology`
+//! (`invite_down`, `ok_down`, `ok_up`, `bye_up`) through the edge it was built with.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../benches/hiding/mod.rs"]
+mod hiding;
 #[path = "../benches/policy/mod.rs"]
 mod policy;
 
@@ -77,7 +84,16 @@ fn main() {
     // (`--answers pbx`), topology hiding on or off.
     let pbx = workload.starts_with("edge/pbx_");
     let hide = !pbx || workload.ends_with("/hide");
-    let (mut load_edge, load_phone, load_requests, load_responses) = load_workload(hide, pbx);
+    let invites = workload.contains("_invite_");
+    let (mut load_edge, load_phone, load_requests, load_responses) =
+        load_workload(hide, pbx, invites);
+    // `topology/<message>/hide|plain`.
+    let mut topology_edge = hiding::edge(workload.ends_with("/hide"));
+    let topology_messages = hiding::messages(&mut topology_edge);
+    let topology_message = topology_messages
+        .all()
+        .into_iter()
+        .find(|(message, ..)| workload.split('/').nth(1) == Some(message));
     let parsed = Message::parse(bytes, Framing::Datagram, &limits).unwrap();
     let parsed_checked = sanity.check(&parsed).unwrap();
     let mut n: u64 = 0;
@@ -143,6 +159,21 @@ fn main() {
                     other => panic!("not forwarded: {other:?}"),
                 }
             }
+            topology if topology.starts_with("topology/") => {
+                let (_, text, side, flow) = topology_message.unwrap();
+                let inbound = sipwall_edge::Inbound {
+                    bytes: black_box(text.as_bytes()),
+                    side,
+                    flow,
+                    now: 0,
+                };
+                match topology_edge.handle(&inbound) {
+                    sipwall_edge::Action::Forward { bytes, .. } => {
+                        black_box(bytes.len());
+                    }
+                    other => panic!("not forwarded: {other:?}"),
+                }
+            }
             "pipeline/passes" => {
                 n += 1;
                 let source = std::net::IpAddr::V4(std::net::Ipv4Addr::from(
@@ -171,11 +202,13 @@ const LOAD_UPSTREAM_FLOW: sipwall_edge::Flow = sipwall_edge::Flow {
 };
 
 /// The edge as `bench/load/maxrate` runs it, a phone socket of the load generator, 64 of
-/// its requests, and the responder's answers to them as they reach the edge's inner side
-/// (each request forwarded once by this edge, then answered).
+/// its requests (OPTIONS, or INVITEs with `invites`), and the responder's answers to them
+/// as they reach the edge's inner side (each request forwarded once by this edge, then
+/// answered).
 fn load_workload(
     hide: bool,
     pbx: bool,
+    invites: bool,
 ) -> (
     sipwall_edge::Edge,
     sipwall_edge::Flow,
@@ -209,9 +242,12 @@ fn load_workload(
         remote: localhost(40000),
         connection: 0,
     };
-    let requests: Vec<Vec<u8>> = (0..64)
-        .map(|seq| sipwall_bench::load::request(phone.remote, seq))
-        .collect();
+    let build = if invites {
+        sipwall_bench::load::invite
+    } else {
+        sipwall_bench::load::request
+    };
+    let requests: Vec<Vec<u8>> = (0..64).map(|seq| build(phone.remote, seq)).collect();
     let extra = if pbx {
         sipwall_bench::load::pbx_lines(LOAD_UPSTREAM_FLOW.remote)
     } else {

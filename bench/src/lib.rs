@@ -50,6 +50,34 @@ pub mod load {
         .into_bytes()
     }
 
+    /// An INVITE with an SDP offer, sequence number `seq`, from `source` (`--requests
+    /// invite`): a call set up by a phone, which the edge record-routes and whose answer
+    /// topology hiding works on most (Record-Route set, Contact, Server).
+    pub fn invite(source: SocketAddr, seq: u64) -> Vec<u8> {
+        let ip = source.ip();
+        let sdp = format!(
+            "v=0\r\no=- {seq} 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+m=audio 20000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\n"
+        );
+        format!(
+            "INVITE sip:1000@example.com SIP/2.0\r\n\
+    Via: SIP/2.0/UDP {source};branch=z9hG4bKld{seq:012};rport\r\n\
+    Max-Forwards: 70\r\n\
+    From: \"Load\" <sip:load@example.com>;tag=ld{seq}\r\n\
+    To: <sip:1000@example.com>\r\n\
+    Call-ID: ld{seq}@load.example.com\r\n\
+    CSeq: 1 INVITE\r\n\
+    Contact: <sip:load@{source}>\r\n\
+    User-Agent: sipwall-load\r\n\
+    Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO\r\n\
+    Content-Type: application/sdp\r\n\
+    Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+        .into_bytes()
+    }
+
     /// The header lines a PBX adds to its answers (`--answers pbx`): its own Contact,
     /// product name and capabilities, what topology hiding masks and removes.
     pub fn pbx_lines(upstream: SocketAddr) -> Vec<u8> {
@@ -62,7 +90,8 @@ Supported: replaces, timer\r\n"
     }
 
     /// Writes a 200 OK for `request` into `out`: the status line, then the request's Via,
-    /// From, To, Call-ID and CSeq lines as they are (long or compact names), then `extra`
+    /// Record-Route, From, To, Call-ID and CSeq lines as they are (long or compact names;
+    /// a UAS copies Record-Route into its answer to an INVITE), then `extra`
     /// header lines, then an empty body. Returns false for something that is not a request.
     pub fn answer(request: &[u8], extra: &[u8], out: &mut Vec<u8>) -> bool {
         out.clear();
@@ -87,6 +116,7 @@ Supported: replaces, timer\r\n"
             let copy = [
                 &b"via"[..],
                 b"v",
+                b"record-route",
                 b"from",
                 b"f",
                 b"to",

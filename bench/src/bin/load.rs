@@ -1,12 +1,15 @@
 //! A load generator and upstream responder for the edge proxy, for rates beyond what
 //! sipp can drive on these machines.
 //!
-//! Phones: `--sources` UDP sockets (bound to `--from`, 127.0.0.1 by default) send pre-built OPTIONS requests to `--target` at
-//! `--rate` messages per second for `--seconds`, each with a sequence number in its Via
-//! branch. Upstream: one socket on `--upstream` answers every request it receives with
-//! 200 OK (with `--answers pbx`, also with a PBX's Contact, Server, Allow and Supported,
-//! what topology hiding rewrites). Each response that comes back to a phone socket is matched to its request by
-//! the sequence number, which gives loss and latency per message.
+//! Phones: `--sources` UDP sockets (bound to `--from`, 127.0.0.1 by default) send
+//! pre-built requests to `--target` at `--rate` messages per second for `--seconds`,
+//! each with a sequence number in its Via branch: OPTIONS, or with `--requests invite`
+//! INVITEs with SDP (calls set up by phones; nothing follows them). Upstream: one socket
+//! on `--upstream` answers every request it receives with 200 OK, with the request's
+//! Record-Route (with `--answers pbx`, also with a PBX's Contact, Server, Allow and
+//! Supported, what topology hiding rewrites). Each response that comes back to a phone
+//! socket is matched to its request by the sequence number, which gives loss and
+//! latency per message.
 //!
 //! The generator is built to cost as little CPU per message as possible, so that the
 //! proxy, not the generator, is what a measurement finds the limit of: requests are
@@ -41,7 +44,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
-use sipwall_bench::load::{answer, request};
+use sipwall_bench::load::{answer, invite, request};
 
 /// Datagrams per `sendmmsg` or `recvmmsg` call.
 const BATCH: usize = 64;
@@ -64,6 +67,8 @@ struct Args {
     /// Answer like a PBX: with its Contact, Server and Allow headers (what topology
     /// hiding rewrites), not only the headers a response must copy.
     pbx_answers: bool,
+    /// Send INVITEs rather than OPTIONS.
+    invites: bool,
 }
 
 fn args() -> Args {
@@ -77,6 +82,7 @@ fn args() -> Args {
         watch: Vec::new(),
         watch_ports: Vec::new(),
         pbx_answers: false,
+        invites: false,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     for pair in raw.chunks(2) {
@@ -89,6 +95,13 @@ fn args() -> Args {
             "--sources" => args.sources = value.parse().unwrap(),
             "--from" => args.from = value.parse().unwrap(),
             "--answers" => args.pbx_answers = value == "pbx",
+            "--requests" => {
+                args.invites = match value {
+                    "invite" => true,
+                    "options" => false,
+                    other => panic!("--requests takes options or invite, not {other}"),
+                }
+            }
             "--watch-ports" => {
                 args.watch_ports = value
                     .split(',')
@@ -340,8 +353,9 @@ fn main() {
     // go out in runs of BATCH consecutive sequence numbers per source socket.
     let addresses: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
     let socket_of = |seq: u64| (seq / BATCH as u64) as usize % sockets.len();
+    let build = if args.invites { invite } else { request };
     let requests: Vec<Vec<u8>> = (0..total)
-        .map(|seq| request(addresses[socket_of(seq)], seq))
+        .map(|seq| build(addresses[socket_of(seq)], seq))
         .collect();
     let slices: Vec<[IoSlice<'_>; 1]> = requests.iter().map(|r| [IoSlice::new(r)]).collect();
     let targets: Vec<Option<SockaddrStorage>> = vec![Some(args.target.into()); BATCH];
@@ -482,5 +496,30 @@ mod tests {
         assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
         assert_eq!(sequence(&out), Some(7));
         assert!(!answer(&out, b"", &mut Vec::new()));
+    }
+
+    #[test]
+    fn an_invite_is_answered_with_its_record_route() {
+        let source: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let mut forwarded = String::from_utf8(invite(source, 9)).unwrap();
+        forwarded = forwarded.replacen(
+            "Max-Forwards",
+            "Record-Route: <sip:192.0.2.1;lr>\r\nMax-Forwards",
+            1,
+        );
+        let mut out = Vec::new();
+        assert!(answer(forwarded.as_bytes(), b"", &mut out));
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.contains("\r\nRecord-Route: <sip:192.0.2.1;lr>\r\n"));
+        assert!(text.contains("\r\nCSeq: 1 INVITE\r\n"));
+        assert!(!text.contains("application/sdp"));
+        assert_eq!(sequence(&out), Some(9));
+        let sent = invite(source, 9);
+        let message = sipwall_sip::Message::parse(
+            &sent,
+            sipwall_sip::Framing::Datagram,
+            &sipwall_sip::Limits::default(),
+        );
+        assert!(message.is_ok(), "the INVITE parses: {message:?}");
     }
 }

@@ -31,6 +31,7 @@
 
 mod hide;
 mod reply;
+mod siv;
 mod token;
 
 use std::hash::Hasher;

@@ -12,11 +12,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use aes_siv::KeyInit;
-use aes_siv::aead::inout::InOutBuf;
-use aes_siv::siv::Aes128Siv;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::siv::Siv;
 
 /// Length of a key: AES-128-SIV takes two 128-bit keys.
 pub const KEY_LEN: usize = 32;
@@ -187,8 +186,8 @@ pub type KeyId = [u8; 2];
 /// The sealing keys of one worker: the current key, and the previous one during a
 /// rotation (tokens made with it still open, new tokens use the current key).
 pub struct TokenCodec {
-    current: Aes128Siv,
-    previous: Option<Aes128Siv>,
+    current: Siv,
+    previous: Option<Siv>,
     current_id: KeyId,
     previous_id: Option<KeyId>,
     /// Which key opened the last token: the current one (false) or the previous one.
@@ -210,10 +209,10 @@ impl std::fmt::Debug for TokenCodec {
 impl TokenCodec {
     /// A codec for `key`, also accepting tokens of `previous`.
     pub fn new(key: &[u8; KEY_LEN], previous: Option<&[u8; KEY_LEN]>) -> Self {
-        let mut current = Aes128Siv::new(key.into());
-        let mut previous = previous.map(|key| Aes128Siv::new(key.into()));
-        let current_id = key_id(&mut current);
-        let previous_id = previous.as_mut().map(key_id);
+        let current = Siv::new(key);
+        let previous = previous.map(Siv::new);
+        let current_id = key_id(&current);
+        let previous_id = previous.as_ref().map(key_id);
         TokenCodec {
             current,
             previous,
@@ -258,15 +257,12 @@ impl TokenCodec {
         self.scratch.extend_from_slice(&[0; 16]);
         self.scratch.extend_from_slice(plaintext);
         let (tag_room, body) = self.scratch.split_at_mut(16);
-        let cipher = match (&mut self.previous, self.previous_id) {
+        let cipher = match (&self.previous, self.previous_id) {
             (Some(previous), Some(id)) if key == Some(id) && id != self.current_id => previous,
-            _ => &mut self.current,
+            _ => &self.current,
         };
         let associated = associated(&mut self.associated, purpose, context);
-        // Sealing cannot fail: one header, any plaintext length.
-        if let Ok(tag) = cipher.encrypt_inout_detached([associated], InOutBuf::from(body)) {
-            tag_room.copy_from_slice(tag.as_slice());
-        }
+        tag_room.copy_from_slice(&cipher.seal(associated, body));
         let start = out.len();
         out.resize(
             start + base64::encoded_len(self.scratch.len(), false).unwrap_or(0),
@@ -304,17 +300,16 @@ impl TokenCodec {
             return Err(BadToken);
         }
         self.scratch.truncate(len);
-        let mut tag = aes_siv::Tag::default();
+        let mut tag = [0u8; 16];
         tag.copy_from_slice(&self.scratch[..16]);
         let associated = associated(&mut self.associated, purpose, context);
         // A failed attempt leaves the ciphertext in place (the cipher re-encrypts what it
         // decrypted), so the previous key can try the same bytes.
-        for (is_previous, cipher) in std::iter::once((false, &mut self.current))
-            .chain(self.previous.as_mut().map(|cipher| (true, cipher)))
+        for (is_previous, cipher) in std::iter::once((false, &self.current))
+            .chain(self.previous.as_ref().map(|cipher| (true, cipher)))
         {
-            let body = &mut self.scratch[16..];
             if cipher
-                .decrypt_inout_detached([associated], InOutBuf::from(&mut *body), &tag)
+                .open(associated, &tag, &mut self.scratch[16..])
                 .is_ok()
             {
                 self.opened_with_previous = is_previous;
@@ -326,7 +321,7 @@ impl TokenCodec {
 
     /// A keyed-hash key derived from the current key, for branch parameters.
     pub fn derive_branch_key(&mut self) -> [u8; 16] {
-        derive(&mut self.current, Purpose::BranchKey)
+        derive(&self.current, Purpose::BranchKey)
     }
 }
 
@@ -345,18 +340,13 @@ fn associated<'b>(buffer: &'b mut Vec<u8>, purpose: Purpose, context: &[u8]) -> 
 }
 
 /// Sixteen bytes derived from a key for `purpose`.
-fn derive(cipher: &mut Aes128Siv, purpose: Purpose) -> [u8; 16] {
+fn derive(cipher: &Siv, purpose: Purpose) -> [u8; 16] {
     let mut block = [0u8; 16];
-    let tag = cipher.encrypt_inout_detached([purpose.label()], InOutBuf::from(&mut block[..]));
-    let mut key = [0u8; 16];
-    if let Ok(tag) = tag {
-        key.copy_from_slice(tag.as_slice());
-    }
-    key
+    cipher.seal(purpose.label(), &mut block)
 }
 
 /// The public identifier of a key.
-fn key_id(cipher: &mut Aes128Siv) -> KeyId {
+fn key_id(cipher: &Siv) -> KeyId {
     let derived = derive(cipher, Purpose::KeyId);
     [derived[0], derived[1]]
 }
