@@ -12,6 +12,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sipwall_bench::load::{answer, request};
 use sipwall_edge::{EdgeConfig, Transport};
 use sipwall_net::{NetConfig, Server};
 
@@ -25,40 +26,6 @@ const COUNTED: usize = 2_000;
 /// Requests the phone sends before reading their answers, so that batches form.
 const BURST: usize = 8;
 
-/// The load generator's request with sequence number `seq`.
-fn request(source: SocketAddr, seq: usize) -> Vec<u8> {
-    format!(
-        "OPTIONS sip:bob@example.com SIP/2.0\r\n\
-Via: SIP/2.0/UDP {source};branch=z9hG4bKld{seq:012};rport\r\n\
-Max-Forwards: 70\r\n\
-From: \"Load\" <sip:load@example.com>;tag=ld{seq}\r\n\
-To: <sip:bob@example.com>\r\n\
-Call-ID: ld{seq}@load.example.com\r\n\
-CSeq: 1 OPTIONS\r\n\
-User-Agent: sipwall-load\r\n\
-Accept: application/sdp\r\n\
-Content-Length: 0\r\n\r\n"
-    )
-    .into_bytes()
-}
-
-/// The responder's 200 OK: the request's Via, From, To, Call-ID and CSeq lines, into a
-/// reused buffer (the upstream must not allocate while the phone counts).
-fn answer(request: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(b"SIP/2.0 200 OK\r\n");
-    for line in request.split_inclusive(|&b| b == b'\n').skip(1) {
-        let name = line.split(|&b| b == b':').next().unwrap_or_default();
-        let copy = [&b"Via"[..], b"From", b"To", b"Call-ID", b"CSeq"]
-            .iter()
-            .any(|known| name.eq_ignore_ascii_case(known));
-        if copy {
-            out.extend_from_slice(line);
-        }
-    }
-    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
-}
-
 /// Answers every datagram until one that is not SIP arrives.
 fn respond(socket: UdpSocket) {
     let mut buffer = vec![0u8; 65_535];
@@ -70,7 +37,9 @@ fn respond(socket: UdpSocket) {
         if !buffer[..len].starts_with(b"OPTIONS ") {
             return;
         }
-        answer(&buffer[..len], &mut out);
+        // The load generator's own responder, into a reused buffer (the upstream must
+        // not allocate while the phone counts).
+        answer(&buffer[..len], b"", &mut out);
         let _ = socket.send_to(&out, from);
     }
 }
@@ -136,8 +105,10 @@ async fn forwarding_on_udp_does_not_allocate() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let source = phone.local_addr().unwrap();
-    let warm_up: Vec<Vec<u8>> = (0..WARM_UP).map(|seq| request(source, seq)).collect();
-    let counted: Vec<Vec<u8>> = (WARM_UP..WARM_UP + COUNTED)
+    let warm_up: Vec<Vec<u8>> = (0..WARM_UP as u64)
+        .map(|seq| request(source, seq))
+        .collect();
+    let counted: Vec<Vec<u8>> = (WARM_UP as u64..(WARM_UP + COUNTED) as u64)
         .map(|seq| request(source, seq))
         .collect();
     // The phone runs on a thread of its own while this one drives the runtime.
