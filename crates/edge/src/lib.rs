@@ -759,30 +759,13 @@ impl Edge {
         Ok(Routed::Forward(Target::Upstream))
     }
 
-    /// Removes the edge's Via, `top`, from a response. When it is alone in the first
-    /// Via field, as the edge wrote it, the field goes without splitting the list again
-    /// (`Editor::pop_via` would); otherwise the entry and its comma go.
+    /// Removes the edge's Via, `top` (as sanity parsed it), from a response: the entry
+    /// is known, so the list need not be split to find it.
     fn pop_own_via(&mut self, msg: &Message<'_>, top: &Via<'_>) -> Result<(), DropReason> {
-        let bytes = msg.as_bytes();
-        let is_lws = |range: std::ops::Range<usize>| {
-            bytes.get(range).is_some_and(|gap| {
-                gap.iter()
-                    .all(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-            })
-        };
-        if let Some(header) = msg.header(HeaderName::Via)
-            && let (Some(value), Some(entry)) = (msg.range_of(header.value), msg.range_of(top.raw))
-            && value.start <= entry.start
-            && entry.end <= value.end
-            && is_lws(value.start..entry.start)
-            && is_lws(entry.end..value.end)
-        {
-            return self
-                .editor
-                .remove_header(msg, header.index)
-                .map_err(|_| DropReason::Unroutable);
-        }
-        self.editor.pop_via(msg).map_err(|_| DropReason::Unroutable)
+        let via = msg.header(HeaderName::Via).ok_or(DropReason::Unroutable)?;
+        self.editor
+            .remove_list_entry(msg, via.index, top.raw)
+            .map_err(|_| DropReason::Unroutable)
     }
 
     /// Turns an answer that would reveal whether an extension exists into the challenge

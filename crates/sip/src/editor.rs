@@ -248,6 +248,23 @@ impl Editor {
     ) -> Result<(), EditError> {
         let header = msg.header_at(header_index).ok_or(EditError::NoSuchHeader)?;
         let target = Self::range(msg, entry)?;
+        // The field's only entry (the common case: a proxy's own Via or Route on a line
+        // of its own) goes with its field, without splitting the list.
+        let value = Self::range(msg, header.value)?;
+        let bytes = msg.as_bytes();
+        let blank = |gap: Option<&[u8]>| {
+            gap.is_some_and(|gap| {
+                gap.iter()
+                    .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+            })
+        };
+        if value.start <= target.start
+            && target.end <= value.end
+            && blank(bytes.get(value.start..target.start))
+            && blank(bytes.get(target.end..value.end))
+        {
+            return self.remove_header(msg, header_index);
+        }
         let mut previous: Option<Range<usize>> = None;
         let mut entries = split_list(header.value);
         while let Some(current) = entries.next() {
@@ -468,6 +485,15 @@ body";
         let single = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bKa\r\n\
 Via: SIP/2.0/UDP b;branch=z9hG4bKb\r\nContent-Length: 0\r\n\r\n";
         let out = apply(single, |editor, msg| editor.pop_via(msg).unwrap());
+        assert_eq!(
+            text(&out),
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP b;branch=z9hG4bKb\r\nContent-Length: 0\r\n\r\n"
+        );
+
+        // Folded around its only entry, the field still goes whole.
+        let folded = b"SIP/2.0 200 OK\r\nVia:  \r\n SIP/2.0/UDP a;branch=z9hG4bKa \r\n\t\r\n\
+Via: SIP/2.0/UDP b;branch=z9hG4bKb\r\nContent-Length: 0\r\n\r\n";
+        let out = apply(folded, |editor, msg| editor.pop_via(msg).unwrap());
         assert_eq!(
             text(&out),
             "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP b;branch=z9hG4bKb\r\nContent-Length: 0\r\n\r\n"
