@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use crate::chars::{
-    HOST, is_lws, is_token, parse_u32, parse_u64, run_end, trim_lws, trim_lws_start,
+    HOST, find_byte, is_lws, is_token, parse_u32, parse_u64, run_end, trim_lws, trim_lws_start,
 };
 use crate::error::{FieldError, UriError};
 use crate::message::{Message, split_list};
@@ -61,7 +61,7 @@ impl<'a> NameAddr<'a> {
         };
         let (uri_raw, after, bracketed) = match angled {
             Some(rest) => {
-                let close = memchr::memchr(b'>', rest).ok_or(FieldError::UnclosedAngle)?;
+                let close = find_byte(rest, b'>').ok_or(FieldError::UnclosedAngle)?;
                 let inner = &rest[1..close];
                 if inner.first().is_some_and(|&b| is_lws(b))
                     || inner.last().is_some_and(|&b| is_lws(b))

@@ -10,7 +10,7 @@
 use std::ops::Range;
 
 use crate::Limits;
-use crate::chars::{TOKEN, is_lws, is_token, parse_u64, run_end, trim_lws};
+use crate::chars::{TOKEN, find_byte, is_lws, is_token, parse_u64, run_end, trim_lws};
 use crate::error::ParseError;
 use crate::name::{HEADER_NAME_COUNT, HeaderName, Method, recognise_folded};
 
@@ -176,6 +176,11 @@ impl<'a> Message<'a> {
     /// [`Framing::Stream`] it is one message framed by [`crate::StreamFramer`].
     ///
     /// Leading line ends are skipped (RFC 3261 §7.5).
+    ///
+    /// Inlined (it is a few lines around the splitting itself) so that the message is
+    /// built where the caller keeps it: a call would return it through one more copy of
+    /// its kilobyte.
+    #[inline(always)]
     pub fn parse(input: &'a [u8], framing: Framing, limits: &Limits) -> Result<Self, ParseError> {
         Self::split(input, limits, Some(framing))
     }
@@ -226,27 +231,7 @@ impl<'a> Message<'a> {
             content_length: None,
             max_uri_length: limits.max_uri_length,
         };
-        parser.headers(&mut message)?;
-        message.head_end = parser.head_end;
-        let body_start = parser.pos;
-        message.body_start = body_start;
-        let Some(framing) = framing else {
-            message.buf = &buf[..body_start];
-            return Ok(message);
-        };
-        let available = buf.len() - body_start;
-        let end = match message.content_length {
-            Some(declared) if declared > available => {
-                return Err(ParseError::BodyTruncated {
-                    declared,
-                    available,
-                });
-            }
-            Some(declared) => body_start + declared,
-            None if framing == Framing::Stream => return Err(ParseError::MissingContentLength),
-            None => buf.len(),
-        };
-        message.buf = &buf[..end];
+        parser.finish(&mut message, framing)?;
         Ok(message)
     }
 
@@ -447,7 +432,7 @@ impl<'a> Iterator for SplitList<'a> {
         // Only a comma splits: without one the rest is the last entry, whatever quotes
         // and brackets it holds. That is the usual field of one entry, found with one
         // search instead of a jump to each quote and bracket.
-        if memchr::memchr(b',', current).is_none() {
+        if find_byte(current, b',').is_none() {
             self.rest = None;
             return Some(trim_lws(current));
         }
@@ -525,6 +510,39 @@ struct Splitter<'a, 'l> {
 }
 
 impl<'a> Splitter<'a, '_> {
+    /// Splits the header fields into `message` and frames its body (see
+    /// [`Message::split`]).
+    #[inline(always)]
+    fn finish(
+        &mut self,
+        message: &mut Message<'a>,
+        framing: Option<Framing>,
+    ) -> Result<(), ParseError> {
+        let buf = self.buf;
+        self.headers(message)?;
+        message.head_end = self.head_end;
+        let body_start = self.pos;
+        message.body_start = body_start;
+        let Some(framing) = framing else {
+            message.buf = &buf[..body_start];
+            return Ok(());
+        };
+        let available = buf.len() - body_start;
+        let end = match message.content_length {
+            Some(declared) if declared > available => {
+                return Err(ParseError::BodyTruncated {
+                    declared,
+                    available,
+                });
+            }
+            Some(declared) => body_start + declared,
+            None if framing == Framing::Stream => return Err(ParseError::MissingContentLength),
+            None => buf.len(),
+        };
+        message.buf = &buf[..end];
+        Ok(())
+    }
+
     fn start_line(&mut self) -> Result<StartLine<'a>, ParseError> {
         let (end, next) = line_end(self.buf, 0)?;
         if end > self.limits.max_line_length {
@@ -552,7 +570,7 @@ impl<'a> Splitter<'a, '_> {
         }
         let method = &line[..method_end];
         let rest = &line[method_end + 1..];
-        let uri_end = memchr::memchr(b' ', rest).ok_or(ParseError::BadVersion)?;
+        let uri_end = find_byte(rest, b' ').ok_or(ParseError::BadVersion)?;
         let uri = &rest[..uri_end];
         if uri.len() > self.limits.max_uri_length {
             return Err(ParseError::UriTooLong {

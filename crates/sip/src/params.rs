@@ -1,6 +1,6 @@
 //! `;name=value` parameter lists of URIs and header fields.
 
-use crate::chars::{find_unquoted, is_lws, is_token, trim_lws};
+use crate::chars::{find_byte, find_unquoted, is_lws, is_token, trim_lws};
 use crate::error::FieldError;
 
 /// A parameter list as written, its leading `;` included (or an empty slice positioned
@@ -141,7 +141,7 @@ impl<'a> ParamIter<'a> {
             }
         };
         let entry = trim_lws(entry);
-        let (name, value) = match memchr::memchr(b'=', entry) {
+        let (name, value) = match find_byte(entry, b'=') {
             Some(eq) => (trim_lws(&entry[..eq]), Some(trim_lws(&entry[eq + 1..]))),
             None => (entry, None),
         };
