@@ -12,7 +12,7 @@ use crate::chars::{
 use crate::error::{FieldError, UriError};
 use crate::message::{Message, split_list};
 use crate::name::{HeaderName, Method};
-use crate::params::{Params, quoted_string_len, unquote};
+use crate::params::{Params, quoted_string_len, quoted_value_len, unquote};
 use crate::uri::{Host, Uri, parse_ipv6};
 
 /// A `name-addr` or `addr-spec` with header parameters: the value of From, To, Contact,
@@ -457,7 +457,7 @@ fn parse_digest(params: &[u8]) -> Result<DigestFields<'_>, FieldError> {
         cursor.skip_lws();
         let rest = &params[cursor.pos..];
         let value = if rest.first() == Some(&b'"') {
-            let len = quoted_string_len(rest).ok_or(FieldError::UnterminatedQuote)?;
+            let len = quoted_value_len(rest).ok_or(FieldError::UnterminatedQuote)?;
             cursor.pos += len;
             unquote(&rest[..len])
         } else {

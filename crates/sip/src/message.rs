@@ -445,7 +445,7 @@ impl<'a> Iterator for SplitList<'a> {
                     self.rest = Some(&current[at + 1..]);
                     return Some(trim_lws(&current[..at]));
                 }
-                b'"' => match crate::params::quoted_string_len(&current[at..]) {
+                b'"' => match crate::params::quoted_value_len(&current[at..]) {
                     Some(len) => i = at + len,
                     // An open quote swallows the rest of the value.
                     None => break,
