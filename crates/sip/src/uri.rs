@@ -182,9 +182,10 @@ impl<'a> Uri<'a> {
     }
 
     /// Parses `self.raw` into the other parts, in place, refusing a URI longer than
-    /// `max_length`. A name-addr parses its URI where it keeps it this way, instead of
-    /// copying a returned one (a URI is about 170 bytes). On error the parts are left
-    /// half set; the caller drops the URI.
+    /// `max_length`. `self` must be as [`Uri::unparsed`] made it: only the parts found
+    /// are written, not every part a second time. A name-addr parses its URI where it
+    /// keeps it this way, instead of copying a returned one (a URI is about 170 bytes).
+    /// On error the parts are left half set; the caller drops the URI.
     pub(crate) fn parse_in_place(&mut self, max_length: usize) -> Result<(), UriError> {
         let raw = self.raw;
         if raw.is_empty() {
@@ -220,18 +221,10 @@ impl<'a> Uri<'a> {
         }
         let rest = &raw[colon + 1..];
         let uri = self;
-        *uri = Uri {
-            raw,
-            scheme: Scheme::Other(scheme_raw),
-            user: None,
-            password: None,
-            host: Host::None,
-            host_raw: &rest[..0],
-            port: None,
-            params: Params::empty_at(&raw[raw.len()..]),
-            headers: None,
-            opaque: &rest[..0],
-        };
+        // The other parts are as `Uri::unparsed` left them.
+        uri.scheme = Scheme::Other(scheme_raw);
+        uri.host_raw = &rest[..0];
+        uri.opaque = &rest[..0];
         // One call site for both SIP schemes, so that `parse_sip` is inlined once.
         let sip_scheme = if is_sip {
             Some(Scheme::Sip)
