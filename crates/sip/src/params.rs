@@ -293,22 +293,10 @@ pub(crate) fn quoted_string_len(s: &[u8]) -> Option<usize> {
     if s.first() != Some(&b'"') {
         return None;
     }
-    let mut i = 1;
-    while i < s.len() {
-        match s[i] {
-            b'"' => return Some(i + 1),
-            b'\\' => {
-                if matches!(s.get(i + 1), None | Some(b'\r' | b'\n')) {
-                    return None;
-                }
-                i += 2;
-            }
-            // Folding inside a quoted string is LWS; a lone CR or LF is not.
-            b'\r' | b'\n' if !s.get(i + 1).is_some_and(|&b| is_lws(b)) => return None,
-            _ => i += 1,
-        }
+    match read_quoted(s, 1, s.len()) {
+        Quoted::Ended(answer) => answer,
+        Quoted::Open(_) => None,
     }
-    None
 }
 
 /// [`quoted_string_len`] for the long quoted values of parameters (Digest nonces and
@@ -334,21 +322,42 @@ pub(crate) fn quoted_value_len(s: &[u8]) -> Option<usize> {
             Some(_) => i + 16,
             None => s.len(),
         };
-        while i < step_end {
-            match s[i] {
-                b'"' => return Some(i + 1),
-                b'\\' => {
-                    if matches!(s.get(i + 1), None | Some(b'\r' | b'\n')) {
-                        return None;
-                    }
-                    i += 2;
-                }
-                b'\r' | b'\n' if !s.get(i + 1).is_some_and(|&b| is_lws(b)) => return None,
-                _ => i += 1,
-            }
+        match read_quoted(s, i, step_end) {
+            Quoted::Ended(answer) => return answer,
+            Quoted::Open(next) => i = next,
         }
     }
     None
+}
+
+/// How far [`read_quoted`] got.
+enum Quoted {
+    /// The string closed (its length) or is malformed (`None`).
+    Ended(Option<usize>),
+    /// Still open at this position (one past `end` after an escape pair that straddles it).
+    Open(usize),
+}
+
+/// The quoted-string rule, one byte at a time from `i` (inside the string) to `end`.
+#[inline(always)]
+fn read_quoted(s: &[u8], mut i: usize, end: usize) -> Quoted {
+    while i < end {
+        match s[i] {
+            b'"' => return Quoted::Ended(Some(i + 1)),
+            b'\\' => {
+                if matches!(s.get(i + 1), None | Some(b'\r' | b'\n')) {
+                    return Quoted::Ended(None);
+                }
+                i += 2;
+            }
+            // Folding inside a quoted string is LWS; a lone CR or LF is not.
+            b'\r' | b'\n' if !s.get(i + 1).is_some_and(|&b| is_lws(b)) => {
+                return Quoted::Ended(None);
+            }
+            _ => i += 1,
+        }
+    }
+    Quoted::Open(i)
 }
 
 /// Removes the surrounding quotes of a quoted value, if any (escapes are kept).
