@@ -231,7 +231,27 @@ impl<'a> Message<'a> {
             content_length: None,
             max_uri_length: limits.max_uri_length,
         };
-        parser.finish(&mut message, framing)?;
+        parser.headers(&mut message)?;
+        message.head_end = parser.head_end;
+        let body_start = parser.pos;
+        message.body_start = body_start;
+        let Some(framing) = framing else {
+            message.buf = &buf[..body_start];
+            return Ok(message);
+        };
+        let available = buf.len() - body_start;
+        let end = match message.content_length {
+            Some(declared) if declared > available => {
+                return Err(ParseError::BodyTruncated {
+                    declared,
+                    available,
+                });
+            }
+            Some(declared) => body_start + declared,
+            None if framing == Framing::Stream => return Err(ParseError::MissingContentLength),
+            None => buf.len(),
+        };
+        message.buf = &buf[..end];
         Ok(message)
     }
 
@@ -510,39 +530,6 @@ struct Splitter<'a, 'l> {
 }
 
 impl<'a> Splitter<'a, '_> {
-    /// Splits the header fields into `message` and frames its body (see
-    /// [`Message::split`]).
-    #[inline(always)]
-    fn finish(
-        &mut self,
-        message: &mut Message<'a>,
-        framing: Option<Framing>,
-    ) -> Result<(), ParseError> {
-        let buf = self.buf;
-        self.headers(message)?;
-        message.head_end = self.head_end;
-        let body_start = self.pos;
-        message.body_start = body_start;
-        let Some(framing) = framing else {
-            message.buf = &buf[..body_start];
-            return Ok(());
-        };
-        let available = buf.len() - body_start;
-        let end = match message.content_length {
-            Some(declared) if declared > available => {
-                return Err(ParseError::BodyTruncated {
-                    declared,
-                    available,
-                });
-            }
-            Some(declared) => body_start + declared,
-            None if framing == Framing::Stream => return Err(ParseError::MissingContentLength),
-            None => buf.len(),
-        };
-        message.buf = &buf[..end];
-        Ok(())
-    }
-
     fn start_line(&mut self) -> Result<StartLine<'a>, ParseError> {
         let (end, next) = line_end(self.buf, 0)?;
         if end > self.limits.max_line_length {
