@@ -13,11 +13,20 @@
 //!
 //! The generator is built to cost as little CPU per message as possible, so that the
 //! proxy, not the generator, is what a measurement finds the limit of: requests are
-//! built before the clock starts, sent with `sendmmsg` in batches (every request that
-//! is due when the sender wakes up, up to [`BATCH`] per system call), responses are read
-//! with `recvmmsg` by one thread that polls every phone socket, and the responder reads
-//! and answers with `recvmmsg` and `sendmmsg`. Three threads in all, whatever the number
-//! of sources.
+//! built before the clock starts and sent with `sendmmsg` (every request that is due, up
+//! to [`BATCH`] per system call), and one thread does everything in rounds: it sends
+//! what is due, reads and answers what waits at the upstream socket (`recvmmsg`,
+//! `sendmmsg`), and reads what waits at each phone socket. While datagrams come it does
+//! not sleep between rounds; only after [`QUIET`] without one does it wait on its
+//! sockets (`ppoll`) until a datagram or the next request is due. The reason is the
+//! proxy's core: on loopback the sender of a datagram also delivers it, and a socket
+//! with a sleeping reader makes that sender wake the reader on another core (an
+//! inter-processor interrupt, dear in a virtual machine). A generator that slept on its
+//! sockets put its own wake-ups on the proxy's core, where a network card would not:
+//! about a tenth of that core at 60,000 requests/s, measured. So from a few thousand
+//! requests per second up `gen_cpu` reads near 100% whatever the load; whether the
+//! generator kept up shows in `send_s` and in the drops at its own sockets. Requests go
+//! out as they fall due rather than in bursts, as the traffic of many phones would.
 //!
 //! Prints one line: `rate R sent S received N loss P% p50 X us p99 Y us mean Z us
 //! send_s T gen_cpu C%`, where `send_s` is how long sending took (longer than
@@ -37,17 +46,20 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use nix::sys::time::TimeSpec;
 use sipwall_bench::load::{answer, invite, request};
 
 /// Datagrams per `sendmmsg` or `recvmmsg` call.
 const BATCH: usize = 64;
+
+/// After this long without a datagram, the generator waits on its sockets instead of
+/// reading them in a loop.
+const QUIET: Duration = Duration::from_micros(100);
 
 /// Largest datagram read; the messages of this workload are a few hundred bytes.
 const DATAGRAM: usize = 4096;
@@ -134,59 +146,102 @@ fn bind(address: SocketAddr) -> UdpSocket {
     socket
 }
 
-/// The upstream: answers each request with a 200 OK, a batch at a time.
-fn respond(socket: UdpSocket, extra: Vec<u8>, stop: Arc<AtomicBool>) {
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let fd = socket.as_raw_fd();
-    let mut buffers = vec![[0u8; DATAGRAM]; BATCH];
-    let mut sources: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
-    let mut lengths: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
-    let mut answers: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1024)).collect();
-    let mut receive = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut send = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    while !stop.load(Ordering::Relaxed) {
-        sources.clear();
-        lengths.clear();
-        {
-            let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers
-                .iter_mut()
-                .map(|buffer| [IoSliceMut::new(buffer)])
-                .collect();
-            // Blocks for the first datagram (up to the read timeout), then takes what waits.
-            let Ok(results) = recvmmsg(
-                fd,
-                &mut receive,
-                slices.iter_mut(),
-                MsgFlags::MSG_WAITFORONE,
-                None,
-            ) else {
-                continue;
-            };
-            lengths.extend(results.map(|r| (r.bytes, r.address)));
+/// Room for one batch of datagrams read with one `recvmmsg`, kept between reads so that
+/// a read allocates nothing.
+struct Batch {
+    buffers: Box<[[u8; DATAGRAM]; BATCH]>,
+    headers: MultiHeaders<SockaddrStorage>,
+    /// Length and source of each datagram of the last read.
+    read: Vec<(usize, Option<SockaddrStorage>)>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            buffers: Box::new([[0u8; DATAGRAM]; BATCH]),
+            headers: MultiHeaders::preallocate(BATCH, None),
+            read: Vec::with_capacity(BATCH),
         }
-        let mut count = 0;
-        for (index, &(len, from)) in lengths.iter().enumerate() {
-            let Some(from) = from else {
-                continue;
-            };
-            if answer(&buffers[index][..len], &extra, &mut answers[count]) {
-                sources.push(Some(from));
-                count += 1;
+    }
+
+    /// Reads what waits at `socket`, up to a batch, without blocking; returns how many
+    /// datagrams were read.
+    fn read(&mut self, socket: &UdpSocket) -> usize {
+        self.read.clear();
+        let mut slices = self
+            .buffers
+            .each_mut()
+            .map(|buffer| [IoSliceMut::new(buffer)]);
+        if let Ok(results) = recvmmsg(
+            socket.as_raw_fd(),
+            &mut self.headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        ) {
+            self.read
+                .extend(results.map(|result| (result.bytes, result.address)));
+        }
+        self.read.len()
+    }
+
+    /// The datagrams of the last read, with their sources.
+    fn datagrams(&self) -> impl Iterator<Item = (&[u8], Option<SockaddrStorage>)> {
+        self.buffers
+            .iter()
+            .zip(&self.read)
+            .map(|(buffer, &(len, source))| (&buffer[..len], source))
+    }
+}
+
+/// The upstream: answers each request with a 200 OK, a batch at a time.
+struct Upstream {
+    socket: UdpSocket,
+    /// Lines a PBX adds to its answers (`--answers pbx`), or nothing.
+    extra: Vec<u8>,
+    batch: Batch,
+    sources: Vec<Option<SockaddrStorage>>,
+    answers: Vec<Vec<u8>>,
+    send: MultiHeaders<SockaddrStorage>,
+}
+
+impl Upstream {
+    fn new(socket: UdpSocket, extra: Vec<u8>) -> Upstream {
+        Upstream {
+            socket,
+            extra,
+            batch: Batch::new(),
+            sources: Vec::with_capacity(BATCH),
+            answers: (0..BATCH).map(|_| Vec::with_capacity(1024)).collect(),
+            send: MultiHeaders::preallocate(BATCH, None),
+        }
+    }
+
+    /// Reads one batch of what waits, without blocking, and answers it; returns how many
+    /// datagrams were read.
+    fn answer_waiting(&mut self) -> usize {
+        let read = self.batch.read(&self.socket);
+        self.sources.clear();
+        for (request, from) in self.batch.datagrams() {
+            let count = self.sources.len();
+            if from.is_some() && answer(request, &self.extra, &mut self.answers[count]) {
+                self.sources.push(from);
             }
         }
-        let out: Vec<[IoSlice<'_>; 1]> =
-            answers[..count].iter().map(|a| [IoSlice::new(a)]).collect();
+        let count = self.sources.len();
+        let mut out = [[IoSlice::new(&[])]; BATCH];
+        for (slice, answer) in out.iter_mut().zip(&self.answers[..count]) {
+            *slice = [IoSlice::new(answer)];
+        }
         let mut sent = 0;
         // Bounded: each round sends at least one datagram or gives up on the batch.
         while sent < count {
             let no_control: [nix::sys::socket::ControlMessage<'_>; 0] = [];
             match sendmmsg(
-                fd,
-                &mut send,
-                &out[sent..],
-                &sources[sent..],
+                self.socket.as_raw_fd(),
+                &mut self.send,
+                &out[sent..count],
+                &self.sources[sent..],
                 no_control,
                 MsgFlags::empty(),
             ) {
@@ -200,6 +255,7 @@ fn respond(socket: UdpSocket, extra: Vec<u8>, stop: Arc<AtomicBool>) {
                 Err(_) => sent += 1,
             }
         }
+        read
     }
 }
 
@@ -210,57 +266,34 @@ fn sequence(response: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// Reads the responses on every phone socket and records the latency of each.
-fn receive(
+/// The phones' side of the responses: matches each to its request by sequence number.
+struct Phones {
     sockets: Vec<UdpSocket>,
-    start: Instant,
-    stop: Arc<AtomicBool>,
-    sent_at: Arc<Vec<AtomicU64>>,
-    latency_ns: Arc<Vec<AtomicU64>>,
-) {
-    let mut buffers = vec![[0u8; DATAGRAM]; BATCH];
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut lengths: Vec<usize> = Vec::with_capacity(BATCH);
-    while !stop.load(Ordering::Relaxed) {
-        let mut fds: Vec<PollFd<'_>> = sockets
-            .iter()
-            .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
-            .collect();
-        if poll(&mut fds, PollTimeout::from(100u8)).unwrap_or(0) <= 0 {
-            continue;
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|fd| fd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
-            .collect();
-        drop(fds);
-        for (socket, _) in sockets.iter().zip(ready).filter(|(_, ready)| *ready) {
-            lengths.clear();
-            {
-                let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers
-                    .iter_mut()
-                    .map(|buffer| [IoSliceMut::new(buffer)])
-                    .collect();
-                let Ok(results) = recvmmsg(
-                    socket.as_raw_fd(),
-                    &mut headers,
-                    slices.iter_mut(),
-                    MsgFlags::MSG_DONTWAIT,
-                    None,
-                ) else {
+    batch: Batch,
+    /// Send times in ns since the start, indexed by sequence number.
+    sent_at: Vec<u64>,
+    /// Latency of each answered request in ns (at least 1); 0 means not answered.
+    latency_ns: Vec<u64>,
+}
+
+impl Phones {
+    /// Reads one batch of what waits on every phone socket, without blocking, and
+    /// records the latency of each response; returns how many datagrams were read.
+    fn read_waiting(&mut self, start: Instant) -> usize {
+        let mut read = 0;
+        for socket in &self.sockets {
+            read += self.batch.read(socket);
+            let now = start.elapsed().as_nanos() as u64;
+            for (response, _) in self.batch.datagrams() {
+                let Some(seq) = sequence(response) else {
                     continue;
                 };
-                lengths.extend(results.map(|r| r.bytes));
-            }
-            let now = start.elapsed().as_nanos() as u64;
-            for (buffer, &len) in buffers.iter().zip(&lengths) {
-                if let Some(seq) = sequence(&buffer[..len]).filter(|&s| s < sent_at.len() as u64) {
-                    let sent = sent_at[seq as usize].load(Ordering::Relaxed);
-                    latency_ns[seq as usize]
-                        .store(now.saturating_sub(sent).max(1), Ordering::Relaxed);
+                if let Some(&sent) = self.sent_at.get(seq as usize) {
+                    self.latency_ns[seq as usize] = now.saturating_sub(sent).max(1);
                 }
             }
         }
+        read
     }
 }
 
@@ -323,36 +356,44 @@ fn core_times() -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// What is measured when the last request has gone.
+struct Sending {
+    /// How long sending took.
+    seconds: f64,
+    /// The generator's CPU over that time, in % of one core.
+    gen_cpu: f64,
+    /// The watched processes' CPU over that time, in % of one core.
+    proxy_cpu: f64,
+    /// Busy and total time of each core at that moment.
+    cores: Vec<(u64, u64)>,
+}
+
 fn main() {
     let args = args();
-    let stop = Arc::new(AtomicBool::new(false));
-    let upstream = bind(args.upstream);
     let extra = if args.pbx_answers {
         sipwall_bench::load::pbx_lines(args.upstream)
     } else {
         Vec::new()
     };
-    let responder = {
-        let stop = stop.clone();
-        std::thread::spawn(move || respond(upstream, extra, stop))
-    };
+    let mut upstream = Upstream::new(bind(args.upstream), extra);
     let total = args.rate * args.seconds;
-    // Send times in ns since start, indexed by sequence number; 0 means not answered.
-    let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
-    let latency_ns: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
     let start = Instant::now();
-    let sockets: Vec<UdpSocket> = (0..args.sources)
-        .map(|_| bind(SocketAddr::new(args.from, 0)))
-        .collect();
-    let receiver = {
-        let clones = sockets.iter().map(|s| s.try_clone().unwrap()).collect();
-        let (stop, sent_at, latency_ns) = (stop.clone(), sent_at.clone(), latency_ns.clone());
-        std::thread::spawn(move || receive(clones, start, stop, sent_at, latency_ns))
+    let mut phones = Phones {
+        sockets: (0..args.sources)
+            .map(|_| bind(SocketAddr::new(args.from, 0)))
+            .collect(),
+        batch: Batch::new(),
+        sent_at: vec![0; total as usize],
+        latency_ns: vec![0; total as usize],
     };
     // Pre-build every request so that sending costs only the system calls. Requests
     // go out in runs of BATCH consecutive sequence numbers per source socket.
-    let addresses: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
-    let socket_of = |seq: u64| (seq / BATCH as u64) as usize % sockets.len();
+    let addresses: Vec<SocketAddr> = phones
+        .sockets
+        .iter()
+        .map(|s| s.local_addr().unwrap())
+        .collect();
+    let socket_of = |seq: u64| (seq / BATCH as u64) as usize % addresses.len();
     let build = if args.invites { invite } else { request };
     let requests: Vec<Vec<u8>> = (0..total)
         .map(|seq| build(addresses[socket_of(seq)], seq))
@@ -366,28 +407,29 @@ fn main() {
     let watched_before = cpu_of(&args.watch);
     let cores_before = core_times();
     let proxy_drops_before = drops_on(&args.watch_ports);
+    let mut sending_done: Option<Sending> = None;
     let mut seq = 0u64;
-    // Bounded: every round sends at least one request or sleeps until one is due.
-    while seq < total {
+    let mut last_read = Instant::now();
+    // One thread sends, answers as the upstream and reads the phones' responses, in
+    // rounds, without sleeping while datagrams come (see the module's documentation).
+    // Bounded: sending ends after `seconds`, and late answers count for one second more.
+    loop {
+        let mut busy = false;
         let elapsed = begin.elapsed().as_nanos() as u64;
         let due = ((elapsed as u128 * args.rate as u128 / 1_000_000_000) as u64 + 1).min(total);
-        if due <= seq {
-            let next = Duration::from_nanos(seq * 1_000_000_000 / args.rate);
-            std::thread::sleep(next.saturating_sub(begin.elapsed()));
-            continue;
-        }
         while seq < due {
+            busy = true;
             // Up to the end of this socket's run of BATCH, and no further than what is due.
             let run_end = (seq / BATCH as u64 + 1) * BATCH as u64;
             let end = due.min(run_end);
             let now = start.elapsed().as_nanos() as u64;
             for index in seq..end {
-                sent_at[index as usize].store(now, Ordering::Relaxed);
+                phones.sent_at[index as usize] = now;
             }
             let count = (end - seq) as usize;
             let no_control: [nix::sys::socket::ControlMessage<'_>; 0] = [];
             let sent = sendmmsg(
-                sockets[socket_of(seq)].as_raw_fd(),
+                phones.sockets[socket_of(seq)].as_raw_fd(),
                 &mut headers,
                 &slices[seq as usize..end as usize],
                 &targets[..count],
@@ -399,16 +441,52 @@ fn main() {
             // A datagram the kernel refused counts as sent and lost.
             seq += sent.max(1) as u64;
         }
+        if seq == total && sending_done.is_none() {
+            let send_seconds = begin.elapsed().as_secs_f64();
+            let gen_cpu = (cpu_time() - cpu_before).as_secs_f64() / send_seconds * 100.0;
+            let proxy_cpu = cpu_of(&args.watch)
+                .saturating_sub(watched_before)
+                .as_secs_f64()
+                / send_seconds
+                * 100.0;
+            sending_done = Some(Sending {
+                seconds: send_seconds,
+                gen_cpu,
+                proxy_cpu,
+                cores: core_times(),
+            });
+        }
+        if sending_done
+            .as_ref()
+            .is_some_and(|done| begin.elapsed().as_secs_f64() > done.seconds + 1.0)
+        {
+            break;
+        }
+        let read = upstream.answer_waiting() + phones.read_waiting(start);
+        if read > 0 {
+            last_read = Instant::now();
+        } else if !busy && last_read.elapsed() >= QUIET {
+            // Quiet: wait for a datagram or until the next request is due.
+            let next = Duration::from_nanos(seq * 1_000_000_000 / args.rate);
+            let wait = next
+                .saturating_sub(begin.elapsed())
+                .min(Duration::from_millis(100));
+            let mut fds: Vec<PollFd<'_>> = std::iter::once(&upstream.socket)
+                .chain(&phones.sockets)
+                .map(|socket| PollFd::new(socket.as_fd(), PollFlags::POLLIN))
+                .collect();
+            let _ = ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None);
+        }
     }
-    let send_seconds = begin.elapsed().as_secs_f64();
-    let gen_cpu = (cpu_time() - cpu_before).as_secs_f64() / send_seconds * 100.0;
-    let proxy_cpu = cpu_of(&args.watch)
-        .saturating_sub(watched_before)
-        .as_secs_f64()
-        / send_seconds
-        * 100.0;
-    // Late answers still count for a second after the last request.
-    std::thread::sleep(Duration::from_secs(1));
+    let Some(Sending {
+        seconds: send_seconds,
+        gen_cpu,
+        proxy_cpu,
+        cores: cores_after,
+    }) = sending_done
+    else {
+        unreachable!("the loop ends only after sending");
+    };
     // Read while the sockets are still open.
     let upstream_port = [args.upstream.port()];
     let phone_ports: Vec<u16> = addresses.iter().map(SocketAddr::port).collect();
@@ -425,15 +503,9 @@ fn main() {
             )
         }
     );
-    stop.store(true, Ordering::Relaxed);
-    receiver.join().unwrap();
-    responder.join().unwrap();
+    let latency_ns = phones.latency_ns;
 
-    let mut latencies: Vec<u64> = latency_ns
-        .iter()
-        .map(|l| l.load(Ordering::Relaxed))
-        .filter(|&l| l > 0)
-        .collect();
+    let mut latencies: Vec<u64> = latency_ns.iter().copied().filter(|&l| l > 0).collect();
     latencies.sort_unstable();
     let received = latencies.len() as u64;
     let percentile = |p: f64| {
@@ -447,7 +519,7 @@ fn main() {
         latencies.iter().sum::<u64>() as f64 / latencies.len() as f64 / 1000.0
     };
     // How busy each core was while sending, whoever kept it busy.
-    let cores: Vec<String> = core_times()
+    let cores: Vec<String> = cores_after
         .iter()
         .zip(&cores_before)
         .map(|(after, before)| {
