@@ -23,8 +23,8 @@
 //! with a sleeping reader makes that sender wake the reader on another core (an
 //! inter-processor interrupt, dear in a virtual machine). A generator that slept on its
 //! sockets put its own wake-ups on the proxy's core, where a network card would not:
-//! about a tenth of that core at 60,000 requests/s, measured. So from a few thousand
-//! requests per second up `gen_cpu` reads near 100% whatever the load; whether the
+//! 6 to 10 points of that core in profiles at 60,000–70,000 requests/s. So from a few
+//! thousand requests per second up `gen_cpu` reads near 100% whatever the load; whether the
 //! generator kept up shows in `send_s` and in the drops at its own sockets. Requests go
 //! out as they fall due rather than in bursts, as the traffic of many phones would.
 //!
