@@ -2,7 +2,13 @@
 //!
 //! - **UDP**: each public listen address and the inner address get one socket per
 //!   worker, bound with `SO_REUSEPORT`, so the kernel spreads datagrams over the workers
-//!   and no lock sits on the datagram path. Each worker owns its [`Edge`].
+//!   and no lock sits on the datagram path. Each worker is a thread of its own (from the
+//!   runtime's blocking pool) that owns its [`Edge`], reads its sockets with `recvmmsg`
+//!   and sends from them with `sendmmsg`, and waits in `poll` only when they are empty.
+//!   The sockets are not registered with the runtime's epoll: a registered socket always
+//!   has a waiter, and the kernel then runs the waiter's callback for every datagram the
+//!   socket sends (when its buffer is freed, to report room), a lock taken with
+//!   interrupts off per datagram; `poll` puts a waiter there only while it waits.
 //! - **TCP**: an accept loop per public listen address; each connection is a task that
 //!   frames messages out of the stream ([`StreamFramer`]), owns an [`Edge`], and is
 //!   reachable by its connection id so that requests from the upstream can be sent down
@@ -23,6 +29,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MultiHeaders, SockaddrStorage};
 use sipwall_edge::{
     Action, Edge, EdgeConfig, Flow, Inbound, SharedPolicy, Side, Target, Transport,
@@ -30,8 +37,11 @@ use sipwall_edge::{
 use sipwall_policy::{Event, Millis, Taken, Verdict};
 use sipwall_sip::{Frame, StreamFramer};
 use socket2::{Domain, Protocol, Socket, Type};
+use std::net::UdpSocket;
+use std::os::fd::{AsFd, AsRawFd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -111,7 +121,7 @@ fn reuseport_udp(address: SocketAddr) -> io::Result<UdpSocket> {
     let _ = socket.set_send_buffer_size(4 << 20);
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 impl Server {
@@ -160,17 +170,27 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let inner_first = Arc::new(inner_first);
         let mut public_udp = Vec::new();
-        let mut udp_sockets: Vec<(Side, Arc<UdpSocket>)> = vec![(Side::Inner, inner_first.clone())];
         for (address, socket) in udp_first {
-            let socket = Arc::new(socket);
-            public_udp.push((address, socket.clone()));
-            udp_sockets.push((Side::Public, socket));
-            for _ in 1..workers {
-                udp_sockets.push((Side::Public, Arc::new(reuseport_udp(address)?)));
-            }
+            public_udp.push((address, Arc::new(socket)));
         }
+        // The first worker reads the first sockets (which the TCP tasks also send from);
+        // every other worker binds its own to the same addresses.
+        let mut workers_sockets = vec![WorkerSockets {
+            public: public_udp
+                .iter()
+                .map(|(_, socket)| socket.clone())
+                .collect(),
+            inner: inner_first.clone(),
+        }];
         for _ in 1..workers {
-            udp_sockets.push((Side::Inner, Arc::new(reuseport_udp(inner)?)));
+            let mut public = Vec::new();
+            for &(address, _) in &public_udp {
+                public.push(Arc::new(reuseport_udp(address)?));
+            }
+            workers_sockets.push(WorkerSockets {
+                public,
+                inner: Arc::new(reuseport_udp(inner)?),
+            });
         }
         let shared = Arc::new(Shared {
             inner: inner_first,
@@ -185,8 +205,9 @@ impl Server {
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(policy_ticker(shared.clone(), stop_rx.clone()));
-        for (side, socket) in udp_sockets {
-            tasks.spawn(udp_worker(side, socket, shared.clone(), stop_rx.clone()));
+        for own in workers_sockets {
+            let (shared, stop) = (shared.clone(), stop_rx.clone());
+            tasks.spawn_blocking(move || udp_worker(&own, &shared, &stop));
         }
         for listener in tcp_listeners {
             tasks.spawn(tcp_acceptor(listener, shared.clone(), stop_rx.clone()));
@@ -296,7 +317,7 @@ async fn deliver(shared: &Shared, edge: &mut Edge, target: Target, bytes: &[u8])
     match target {
         Target::Upstream => {
             let upstream = shared.config.borrow().edge.upstream;
-            let _ = shared.inner.send_to(bytes, upstream).await;
+            send_datagram(&shared.inner, bytes, upstream).await;
         }
         Target::Peer(flow) => {
             if !send_to_peer(shared, flow, bytes).await {
@@ -304,7 +325,7 @@ async fn deliver(shared: &Shared, edge: &mut Edge, target: Target, bytes: &[u8])
                 if let Some(reply) = edge.flow_failed(bytes, flow.transport) {
                     let upstream = shared.config.borrow().edge.upstream;
                     let reply = reply.to_vec();
-                    let _ = shared.inner.send_to(&reply, upstream).await;
+                    send_datagram(&shared.inner, &reply, upstream).await;
                 }
             }
         }
@@ -321,22 +342,46 @@ async fn send_to_peer(shared: &Shared, flow: Flow, bytes: &[u8]) -> bool {
                 .find(|(a, _)| a.is_ipv4() == flow.remote.is_ipv4())
                 .or_else(|| shared.public_udp.first());
             match socket {
-                Some((_, socket)) => socket.send_to(bytes, flow.remote).await.is_ok(),
+                Some((_, socket)) => send_datagram(socket, bytes, flow.remote).await,
                 None => false,
             }
         }
-        Transport::Tcp | Transport::Tls => {
-            let sender = shared
-                .connections
-                .lock()
-                .ok()
-                .and_then(|map| map.get(&flow.connection).cloned());
-            match sender {
-                Some(sender) => sender.try_send(bytes.to_vec()).is_ok(),
-                None => false,
+        Transport::Tcp | Transport::Tls => queue_on_connection(shared, flow, bytes),
+    }
+}
+
+/// Queues a message on the TCP connection of `flow`; false if it is gone.
+fn queue_on_connection(shared: &Shared, flow: Flow, bytes: &[u8]) -> bool {
+    let sender = shared
+        .connections
+        .lock()
+        .ok()
+        .and_then(|map| map.get(&flow.connection).cloned());
+    match sender {
+        Some(sender) => sender.try_send(bytes.to_vec()).is_ok(),
+        None => false,
+    }
+}
+
+/// How many times a task of the runtime tries a datagram whose socket's send buffer is
+/// full, a millisecond apart, before it gives the datagram up.
+const SEND_ATTEMPTS: usize = 100;
+
+/// Sends one datagram from a UDP socket, for the tasks of the runtime (the sockets are
+/// not registered with it, see the module's documentation): while the send buffer is
+/// full it tries again every millisecond, [`SEND_ATTEMPTS`] times at most. False if the
+/// datagram was not sent.
+async fn send_datagram(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> bool {
+    for _ in 0..SEND_ATTEMPTS {
+        match socket.send_to(bytes, to) {
+            Ok(_) => return true,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(1)).await
             }
+            Err(_) => return false,
         }
     }
+    false
 }
 
 /// Datagrams read per system call (`recvmmsg`).
@@ -404,60 +449,75 @@ fn receive_batch(
 /// Which socket an outgoing datagram leaves from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Via {
-    /// The worker's own socket (answers go back the way the request came).
+    /// The socket the message came in on (answers go back the way the request came).
     Own,
-    /// An inner socket: toward the upstream.
+    /// The worker's inner socket: toward the upstream.
     Inner,
-    /// The public UDP socket at this index of `Shared::public_udp`.
+    /// The worker's public UDP socket for the address at this index of
+    /// `Shared::public_udp`.
     Public(usize),
 }
 
+/// How long a worker whose sockets are empty waits in `poll` before it looks at the
+/// stop signal again (a datagram ends the wait at once).
+const IDLE_WAIT_MS: u8 = 50;
+
+/// Longest wait for room in a socket's send buffer, in milliseconds; what is not sent by
+/// then is dropped.
+const SEND_WAIT_MS: u8 = 100;
+
+/// Batches read from one socket in a row before the worker turns to its other sockets,
+/// so that a flood on one side cannot starve the other.
+const BATCHES_IN_A_ROW: usize = 4;
+
 /// Sends the datagrams of `group` (destination, index of its bytes in `pool`) from one
-/// socket with as few `sendmmsg` calls as the kernel allows; what it does not take at
-/// once waits for the socket to be writable. `addresses` is room for the destinations
-/// in the system's form, kept by the caller so that it is not allocated each time.
-async fn send_all(
+/// socket with as few `sendmmsg` calls as the kernel allows; while the send buffer is
+/// full it waits for room, up to [`SEND_WAIT_MS`] each time, and drops the rest if none
+/// comes. `addresses` is room for the destinations in the system's form, kept by the
+/// caller so that it is not allocated each time.
+fn send_all(
     socket: &UdpSocket,
     group: &[(SocketAddr, usize)],
     pool: &[Vec<u8>],
     addresses: &mut Vec<Option<SockaddrStorage>>,
 ) {
     use nix::sys::socket::{MsgFlags, sendmmsg};
-    use std::os::fd::AsRawFd;
     let fd = socket.as_raw_fd();
     let mut sent = 0;
+    // Bounded: every round sends or skips at least one datagram, or gives up.
     while sent < group.len() {
         let rest = &group[sent..];
         let count = rest.len().min(BATCH);
-        let attempt = socket.try_io(tokio::io::Interest::WRITABLE, || {
-            HEADERS.with_borrow_mut(|headers| {
-                // Only the datagrams sent are filled in: a whole batch of addresses is
-                // some 4 KB to write.
-                let mut slices = [[io::IoSlice::new(&[])]; BATCH];
-                addresses.clear();
-                for (slice, &(address, slot)) in slices.iter_mut().zip(&rest[..count]) {
-                    let bytes = pool.get(slot).map_or(&[][..], Vec::as_slice);
-                    *slice = [io::IoSlice::new(bytes)];
-                    addresses.push(Some(SockaddrStorage::from(address)));
-                }
-                let no_control: [nix::sys::socket::ControlMessage<'_>; 0] = [];
-                sendmmsg(
-                    fd,
-                    &mut headers.send,
-                    &slices[..count],
-                    &addresses[..],
-                    no_control,
-                    MsgFlags::empty(),
-                )
-                .map(|results| results.count())
-                .map_err(io::Error::from)
-            })
+        let attempt = HEADERS.with_borrow_mut(|headers| {
+            // Only the datagrams sent are filled in: a whole batch of addresses is
+            // some 4 KB to write.
+            let mut slices = [[io::IoSlice::new(&[])]; BATCH];
+            addresses.clear();
+            for (slice, &(address, slot)) in slices.iter_mut().zip(&rest[..count]) {
+                let bytes = pool.get(slot).map_or(&[][..], Vec::as_slice);
+                *slice = [io::IoSlice::new(bytes)];
+                addresses.push(Some(SockaddrStorage::from(address)));
+            }
+            let no_control: [nix::sys::socket::ControlMessage<'_>; 0] = [];
+            sendmmsg(
+                fd,
+                &mut headers.send,
+                &slices[..count],
+                &addresses[..],
+                no_control,
+                MsgFlags::empty(),
+            )
+            .map(|results| results.count())
+            .map_err(io::Error::from)
         });
         match attempt {
             Ok(count) if count > 0 => sent += count,
             Ok(_) => break,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                if socket.writable().await.is_err() {
+                let mut room = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
+                if !matches!(poll(&mut room, PollTimeout::from(SEND_WAIT_MS)), Ok(ready) if ready > 0)
+                {
+                    tracing::debug!(dropped = group.len() - sent, "send buffer full");
                     break;
                 }
             }
@@ -467,66 +527,126 @@ async fn send_all(
     }
 }
 
-async fn udp_worker(
-    side: Side,
-    socket: Arc<UdpSocket>,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
-    use std::os::fd::AsRawFd;
+/// The UDP sockets of one worker: its own on every public UDP address (in the order of
+/// `Shared::public_udp`) and on the inner address. It reads them and sends from them.
+struct WorkerSockets {
+    public: Vec<Arc<UdpSocket>>,
+    inner: Arc<UdpSocket>,
+}
+
+/// What a UDP worker keeps from batch to batch.
+struct Worker {
+    edge: Edge,
+    config: watch::Receiver<Arc<NetConfig>>,
+    upstream: SocketAddr,
+    /// One buffer per datagram of a batch, read with one system call.
+    buffers: [Vec<u8>; BATCH],
+    meta: [(usize, Option<SocketAddr>); BATCH],
+    /// What the batch sends, flushed with sendmmsg after the batch: by message, the
+    /// socket it leaves from and its destination; its bytes are in `pool` at the same
+    /// index. The edge writes each message into a buffer of its own, which is exchanged
+    /// with one of `pool` instead of copied: no copy, and no allocation once every
+    /// buffer has grown to the size of the messages.
+    outgoing: Vec<(Via, SocketAddr)>,
+    pool: Vec<Vec<u8>>,
+    group: Vec<(SocketAddr, usize)>,
+    addresses: Vec<Option<SockaddrStorage>>,
+}
+
+/// One UDP worker, on a thread of its own until `stop` says true: waits in `poll` until
+/// one of its sockets has datagrams, then reads each that has, a few batches at most
+/// before it turns to the next.
+fn udp_worker(own: &WorkerSockets, shared: &Arc<Shared>, stop: &watch::Receiver<bool>) {
     let mut config = shared.config.clone();
-    let mut edge = Edge::new(
+    let edge = Edge::new(
         config.borrow_and_update().edge.clone(),
         shared.policy.clone(),
     );
-    let mut upstream = config.borrow().edge.upstream;
-    let v6 = socket.local_addr().is_ok_and(|address| address.is_ipv6());
-    // One buffer per datagram of a batch, read with one system call.
-    let mut buffers: [Vec<u8>; BATCH] = std::array::from_fn(|_| vec![0u8; 65_535]);
-    let mut meta = [(0usize, None); BATCH];
-    // What the batch sends, flushed with sendmmsg after the batch: by message, the
-    // socket it leaves from and its destination; its bytes are in `pool` at the same
-    // index. The edge writes each message into a buffer of its own, which is exchanged
-    // with one of `pool` instead of copied: no copy, and no allocation once every
-    // buffer has grown to the size of the messages.
-    let mut outgoing: Vec<(Via, SocketAddr)> = Vec::with_capacity(BATCH);
-    let mut pool: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(4096)).collect();
-    let mut group: Vec<(SocketAddr, usize)> = Vec::with_capacity(BATCH);
-    let mut addresses: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
-    let fd = socket.as_raw_fd();
-    loop {
-        tokio::select! {
-            ready = socket.readable() => {
-                if ready.is_err() {
-                    return;
+    let upstream = config.borrow().edge.upstream;
+    let mut worker = Worker {
+        edge,
+        config,
+        upstream,
+        buffers: std::array::from_fn(|_| vec![0u8; 65_535]),
+        meta: [(0usize, None); BATCH],
+        outgoing: Vec::with_capacity(BATCH),
+        pool: (0..BATCH).map(|_| Vec::with_capacity(4096)).collect(),
+        group: Vec::with_capacity(BATCH),
+        addresses: Vec::with_capacity(BATCH),
+    };
+    let reading: Vec<(Side, &Arc<UdpSocket>)> = own
+        .public
+        .iter()
+        .map(|socket| (Side::Public, socket))
+        .chain(std::iter::once((Side::Inner, &own.inner)))
+        .collect();
+    let v6: Vec<bool> = reading
+        .iter()
+        .map(|(_, socket)| socket.local_addr().is_ok_and(|a| a.is_ipv6()))
+        .collect();
+    let mut waiting: Vec<PollFd<'_>> = reading
+        .iter()
+        .map(|(_, socket)| PollFd::new(socket.as_fd(), PollFlags::POLLIN))
+        .collect();
+    // Stops when told, or when the server is gone without saying so (its sender too).
+    while !*stop.borrow() && stop.has_changed().is_ok() {
+        match poll(&mut waiting, PollTimeout::from(IDLE_WAIT_MS)) {
+            Ok(ready) if ready > 0 => {}
+            _ => continue,
+        }
+        for (index, &(side, socket)) in reading.iter().enumerate() {
+            let readable = waiting[index]
+                .revents()
+                .is_some_and(|events| !events.is_empty());
+            if !readable {
+                continue;
+            }
+            for _ in 0..BATCHES_IN_A_ROW {
+                let count = match receive_batch(
+                    socket.as_raw_fd(),
+                    v6[index],
+                    &mut worker.buffers,
+                    &mut worker.meta,
+                ) {
+                    Ok(count) => count,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(error) => {
+                        tracing::debug!(%error, "receiving failed");
+                        0
+                    }
+                };
+                if count > 0 {
+                    worker.forward(shared, own, side, socket, count);
+                }
+                // recvmmsg stops short only when the queue is empty.
+                if count < BATCH {
+                    break;
                 }
             }
-            _ = stop.changed() => return,
         }
-        let mut count = 0;
-        let received = socket.try_io(tokio::io::Interest::READABLE, || {
-            count = receive_batch(fd, v6, &mut buffers, &mut meta)?;
-            if count < BATCH {
-                // recvmmsg stops short only when the queue is empty: saying so clears
-                // the readiness now, so the next round waits for the next datagram
-                // instead of learning it with one more system call (as many as the
-                // batches when the load is light). The datagrams read are kept.
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(())
-        });
-        if count == 0 || received.is_err_and(|error| error.kind() != io::ErrorKind::WouldBlock) {
-            continue;
+    }
+}
+
+impl Worker {
+    /// Decides and sends the first `count` datagrams of the batch read from `socket`.
+    fn forward(
+        &mut self,
+        shared: &Arc<Shared>,
+        own: &WorkerSockets,
+        side: Side,
+        socket: &Arc<UdpSocket>,
+        count: usize,
+    ) {
+        if refresh(&mut self.edge, &mut self.config, shared) {
+            self.upstream = self.config.borrow().edge.upstream;
         }
-        if refresh(&mut edge, &mut config, &shared) {
-            upstream = config.borrow().edge.upstream;
-        }
+        let upstream = self.upstream;
         let now = shared.now();
-        for (index, &(len, source)) in meta.iter().enumerate().take(count) {
+        for (index, &(len, source)) in self.meta.iter().enumerate().take(count) {
             let Some(source) = source else {
                 continue;
             };
-            let bytes = &buffers[index][..len];
+            let bytes = &self.buffers[index][..len];
             if sipwall_sip::is_keepalive(bytes) {
                 continue;
             }
@@ -541,7 +661,7 @@ async fn udp_worker(
                 now,
             };
             // Every arm that sends leaves the message in the edge's output buffer.
-            let (via, to) = match edge.handle(&inbound) {
+            let (via, to) = match self.edge.handle(&inbound) {
                 Action::Forward {
                     to: Target::Upstream,
                     ..
@@ -570,10 +690,10 @@ async fn udp_worker(
                 } => {
                     // A TCP peer: queued on its connection, or 430 if it is gone.
                     let out = bytes.to_vec();
-                    if send_to_peer(&shared, flow, &out).await {
+                    if queue_on_connection(shared, flow, &out) {
                         continue;
                     }
-                    if edge.flow_failed(&out, flow.transport).is_none() {
+                    if self.edge.flow_failed(&out, flow.transport).is_none() {
                         continue;
                     }
                     (Via::Inner, upstream)
@@ -581,8 +701,8 @@ async fn udp_worker(
                 Action::Reply { .. } => (Via::Own, source),
                 Action::Tarpit { bytes, delay } => {
                     let (socket, bytes) = (socket.clone(), bytes.to_vec());
-                    tarpit(&shared, delay, async move {
-                        let _ = socket.send_to(&bytes, source).await;
+                    tarpit(shared, delay, async move {
+                        send_datagram(&socket, &bytes, source).await;
                     });
                     continue;
                 }
@@ -591,39 +711,42 @@ async fn udp_worker(
                     continue;
                 }
             };
-            let Some(slot) = pool.get_mut(outgoing.len()) else {
+            let Some(slot) = self.pool.get_mut(self.outgoing.len()) else {
                 continue;
             };
-            edge.swap_output(slot);
-            outgoing.push((via, to));
+            self.edge.swap_output(slot);
+            self.outgoing.push((via, to));
         }
         // Flush by socket, in the order the messages were decided.
-        for first in 0..outgoing.len() {
-            let via = outgoing[first].0;
-            if outgoing[..first].iter().any(|&(earlier, _)| earlier == via) {
+        for first in 0..self.outgoing.len() {
+            let via = self.outgoing[first].0;
+            if self.outgoing[..first]
+                .iter()
+                .any(|&(earlier, _)| earlier == via)
+            {
                 // Sent with the group of an earlier message.
                 continue;
             }
             let target = match via {
-                Via::Own => &socket,
-                Via::Inner => &shared.inner,
-                Via::Public(index) => match shared.public_udp.get(index) {
-                    Some((_, socket)) => socket,
+                Via::Own => socket,
+                Via::Inner => &own.inner,
+                Via::Public(index) => match own.public.get(index) {
+                    Some(socket) => socket,
                     None => continue,
                 },
             };
-            group.clear();
-            group.extend(
-                outgoing
+            self.group.clear();
+            self.group.extend(
+                self.outgoing
                     .iter()
                     .enumerate()
                     .skip(first)
                     .filter(|(_, (each, _))| *each == via)
                     .map(|(slot, &(_, to))| (to, slot)),
             );
-            send_all(target, &group, &pool, &mut addresses).await;
+            send_all(target, &self.group, &self.pool, &mut self.addresses);
         }
-        outgoing.clear();
+        self.outgoing.clear();
     }
 }
 
