@@ -387,9 +387,8 @@ async fn send_datagram(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> bool
 /// Datagrams read per system call (`recvmmsg`).
 const BATCH: usize = 32;
 
-/// The message headers of `recvmmsg` and `sendmmsg`, built once per thread: they hold
-/// raw pointers, so a task (which may move between threads) cannot keep them across an
-/// await, and building them for every batch would cost two allocations each time.
+/// The message headers of `recvmmsg` and `sendmmsg`, built once per worker thread:
+/// building them for every batch would cost two allocations each time.
 struct Headers {
     /// For IPv4 sockets. Receiving headers are kept per address family because the
     /// kernel shortens each header's address length to that of the address it wrote.
