@@ -24,7 +24,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,10 +38,7 @@ use sipwall_edge::{
 use sipwall_policy::{Event, Millis, Taken, Verdict};
 use sipwall_sip::{Frame, StreamFramer};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::net::UdpSocket;
-use std::os::fd::{AsFd, AsRawFd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
