@@ -290,11 +290,10 @@ impl Edge {
         };
         // Sanity hands over what it parsed: routing reads the top Via, From, To and
         // CSeq from there instead of parsing them again.
-        let sane = self.sanity.check(msg);
-        let checked = match &sane {
-            Ok(checked) => checked,
+        let mut checked = Checked::default();
+        let checked = match self.sanity.check_into(msg, &mut checked) {
+            Ok(()) => &checked,
             Err(error) => {
-                let error = *error;
                 if public && self.offence(Rule::Malformed, source, &error.to_string(), inbound) {
                     return Action::Drop(DropReason::Policy);
                 }
