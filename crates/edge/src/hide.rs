@@ -191,7 +191,7 @@ impl Edge {
     /// a dialog with no Route through the edge is masked: a leak is worse than a 481.
     fn call_id_mode(&self, msg: &Message<'_>, checked: &Checked<'_>) -> CallIdMode {
         let current = self.codec.current_id();
-        let in_dialog = checked.to.is_some_and(|to| to.tag().is_some());
+        let in_dialog = checked.to.as_ref().is_some_and(|to| to.tag().is_some());
         if !in_dialog {
             return CallIdMode::Masked(current);
         }
@@ -369,9 +369,9 @@ impl Edge {
         checked: &Checked<'_>,
         facing: Flow,
     ) -> Result<(), DropReason> {
-        for addr in [checked.from, checked.to].into_iter().flatten() {
+        for addr in [&checked.from, &checked.to].into_iter().flatten() {
             if self.is_inside(&addr.uri) {
-                self.mask_uri(msg, &addr, facing, false)?;
+                self.mask_uri(msg, addr, facing, false)?;
             }
         }
         Ok(())
@@ -470,10 +470,19 @@ impl Edge {
         msg: &Message<'_>,
         checked: &Checked<'_>,
     ) -> Result<(), Forged> {
-        if let Some(uri) = checked.request_uri.or_else(|| msg.request_uri()?.ok()) {
-            self.restore_uri(msg, &uri)?;
+        // Read in place: a URI is some 170 bytes to copy.
+        let parsed;
+        let uri = match &checked.request_uri {
+            Some(uri) => Some(uri),
+            None => {
+                parsed = msg.request_uri().and_then(Result::ok);
+                parsed.as_ref()
+            }
+        };
+        if let Some(uri) = uri {
+            self.restore_uri(msg, uri)?;
         }
-        for addr in [checked.from, checked.to].into_iter().flatten() {
+        for addr in [&checked.from, &checked.to].into_iter().flatten() {
             self.restore_uri(msg, &addr.uri)?;
         }
         Ok(())
@@ -636,7 +645,7 @@ fn transaction_context(out: &mut Vec<u8>, call_id: &[u8], checked: &Checked<'_>)
     out.clear();
     out.extend_from_slice(call_id);
     out.push(0);
-    if let Some(cseq) = checked.cseq {
+    if let Some(cseq) = &checked.cseq {
         out.extend_from_slice(&cseq.number.to_be_bytes());
         out.extend_from_slice(cseq.method.as_bytes());
     }

@@ -369,7 +369,7 @@ impl Edge {
         if msg.method() == Some(Method::Ack) {
             return Err(DropReason::BadToken);
         }
-        let in_dialog = checked.to.is_some_and(|to| to.tag().is_some());
+        let in_dialog = checked.to.as_ref().is_some_and(|to| to.tag().is_some());
         let code = if forged.what == "Call-ID" && in_dialog {
             481
         } else {
@@ -519,7 +519,7 @@ impl Edge {
         if user.is_some() {
             flags |= HAD_CREDENTIALS;
         }
-        if checked.to.is_none_or(|to| to.tag().is_none()) {
+        if checked.to.as_ref().is_none_or(|to| to.tag().is_none()) {
             flags |= INITIAL;
         }
         if call_id_key.is_some() {
@@ -792,7 +792,10 @@ impl Edge {
         self.editor
             .replace(msg, &bytes[..line_end], &self.text)
             .map_err(|_| DropReason::Unroutable)?;
-        let realm = checked.from.map_or(&b""[..], |from| from.uri.host_raw);
+        let realm = checked
+            .from
+            .as_ref()
+            .map_or(&b""[..], |from| from.uri.host_raw);
         self.text.clear();
         lock(&self.policy).write_challenge(realm, &mut self.text);
         let name: &[u8] = if code == 401 {
@@ -1079,7 +1082,11 @@ impl Edge {
     ///   is left out (unlike RFC 3261's suggestion): the ACK of a non-2xx carries the tag
     ///   of the response and must still get the INVITE's branch.
     fn branch_for(&self, msg: &Message<'_>, checked: &Checked<'_>, top: &Via<'_>) -> Branch {
-        let cseq_number = checked.cseq.map_or(0, |cseq| cseq.number).to_be_bytes();
+        let cseq_number = checked
+            .cseq
+            .as_ref()
+            .map_or(0, |cseq| cseq.number)
+            .to_be_bytes();
         let from_tag = checked
             .from
             .as_ref()

@@ -679,7 +679,7 @@ impl Engine {
         now: Millis,
     ) -> Option<Verdict> {
         let method = msg.method()?;
-        let initial = checked.to.is_none_or(|to| to.tag().is_none());
+        let initial = checked.to.as_ref().is_none_or(|to| to.tag().is_none());
         let credentials = checked.digest_username(msg);
 
         // ACLs.
@@ -703,9 +703,9 @@ impl Engine {
         if self.on(Rule::ExtensionAcl) && !self.extension_acls.is_empty() {
             let users = [
                 credentials,
-                checked.from.and_then(|f| f.uri.user),
+                checked.from.as_ref().and_then(|f| f.uri.user),
                 (method == Method::Register)
-                    .then_some(checked.to.and_then(|t| t.uri.user))
+                    .then_some(checked.to.as_ref().and_then(|t| t.uri.user))
                     .flatten(),
             ];
             for user in users.into_iter().flatten() {
@@ -1252,9 +1252,9 @@ impl Engine {
         let places = [
             msg.user_agent(),
             msg.server(),
-            checked.from.and_then(|f| f.display_name),
-            checked.from.and_then(|f| f.uri.user),
-            checked.to.and_then(|t| t.display_name),
+            checked.from.as_ref().and_then(|f| f.display_name),
+            checked.from.as_ref().and_then(|f| f.uri.user),
+            checked.to.as_ref().and_then(|t| t.display_name),
         ];
         self.agents.find_in(&places).map(|(_, found)| found)
     }
@@ -1335,11 +1335,11 @@ fn sql_injection(
         "the To display name",
     ];
     let texts = [
-        checked.request_uri.and_then(|u| u.user),
-        checked.from.and_then(|f| f.uri.user),
-        checked.from.and_then(|f| f.display_name),
-        checked.to.and_then(|t| t.uri.user),
-        checked.to.and_then(|t| t.display_name),
+        checked.request_uri.as_ref().and_then(|u| u.user),
+        checked.from.as_ref().and_then(|f| f.uri.user),
+        checked.from.as_ref().and_then(|f| f.display_name),
+        checked.to.as_ref().and_then(|t| t.uri.user),
+        checked.to.as_ref().and_then(|t| t.display_name),
     ];
     let _ = msg;
     // As `is_sql_in_text` judges each, in one call.
