@@ -8,13 +8,13 @@
 //! on it. This file holds a single test because the heap statistics are process-wide.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sipwall_bench::load::{answer, request};
-use sipwall_edge::{EdgeConfig, Transport};
-use sipwall_net::{NetConfig, Server};
+use support::{localhost, start};
 
 #[global_allocator]
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;
@@ -68,34 +68,11 @@ fn round_trips(
 #[tokio::test(flavor = "current_thread")]
 async fn forwarding_on_udp_does_not_allocate() {
     let _profiler = dhat::Profiler::builder().testing().build();
-    let localhost = |port| SocketAddr::from(([127, 0, 0, 1], port));
     let upstream = UdpSocket::bind(localhost(0)).unwrap();
     upstream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let policy: sipwall_policy::PolicyConfig =
-        toml::from_str("trusted_peers = [\"127.0.0.1/32\"]").unwrap();
-    let policy = Arc::new(Mutex::new(sipwall_policy::Engine::new(
-        &policy,
-        &[],
-        [0; 16],
-    )));
-    let config = NetConfig {
-        edge: EdgeConfig {
-            public: vec![(Transport::Udp, localhost(0))],
-            inner: localhost(0),
-            upstream: upstream.local_addr().unwrap(),
-            key: [0xab; sipwall_edge::KEY_LEN],
-            previous_key: None,
-            limits: Default::default(),
-            topology: Default::default(),
-        },
-        workers: 1,
-        tcp_idle_timeout: Duration::from_secs(60),
-        max_connections_per_source: 10,
-        max_connections: 10,
-    };
-    let server = Server::start(config, policy, Instant::now()).await.unwrap();
+    let server = start(1, upstream.local_addr().unwrap()).await;
     let target = server.bound[0].1;
     let upstream_address = upstream.local_addr().unwrap();
     let responder = std::thread::spawn(move || respond(upstream));
